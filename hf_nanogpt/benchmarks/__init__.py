@@ -1,0 +1,1 @@
+"""Benchmark implementations behind `scripts/bench.py` (one module per benchmark, each with `main(argv)`)."""

@@ -1,0 +1,230 @@
+"""NanoGPT configuration: one config for the nanochat family and the nanoGPT / GPT-2 family.
+
+The defaults are nanochat's GPT: rotary positions, parameter-free RMSNorm (also right after the token
+embedding), QK-norm, ReLU^2 MLP, no biases, untied embedding and head, logit softcap 15, per-layer
+residual scalars, optional grouped-query attention and a sliding-window layer pattern. The GPT-2
+family (learned absolute positions, LayerNorm with bias, GELU, tied embeddings, dropout) is the same
+class with other values; see `NanoGPTConfig.gpt2()`.
+
+Model size comes from one knob, `depth`, through `NanoGPTConfig.from_depth` (nanochat's rule).
+
+This file travels as remote code next to saved checkpoints: it imports only the standard library and
+transformers, and never relies on the `hf_nanogpt` package being installed.
+"""
+
+from transformers import PreTrainedConfig
+
+_NORM_TYPES = ("rmsnorm", "layernorm")
+_ACTIVATIONS = ("relu2", "gelu", "gelu_tanh", "swiglu")
+_POSITION_EMBEDDINGS = ("rope", "learned")
+_INIT_SCHEMES = ("nanochat", "gpt2")
+
+# nanoGPT names -> Hugging Face standard names, so `config.n_layer` etc. keep working.
+_ATTRIBUTE_MAP = {
+    "n_layer": "num_hidden_layers",
+    "n_head": "num_attention_heads",
+    "n_kv_head": "num_key_value_heads",
+    "n_embd": "hidden_size",
+    "block_size": "max_position_embeddings",
+    "sequence_len": "max_position_embeddings",
+}
+
+
+class NanoGPTConfig(PreTrainedConfig):
+    """Configuration of `NanoGPTModel` / `NanoGPTForCausalLM` (`model_type="nanogpt"`).
+
+    Fields (standard Hugging Face names; nanoGPT aliases `n_layer`, `n_head`, `n_kv_head`, `n_embd`,
+    `block_size`/`sequence_len` map onto them):
+
+    - `vocab_size`: number of token ids (nanochat pads its 32768/65536 BPE vocabularies to a multiple of 64).
+    - `hidden_size`: model width (nanochat `n_embd`).
+    - `num_hidden_layers`: number of transformer blocks (nanochat `depth` / `n_layer`).
+    - `num_attention_heads`: query heads.
+    - `num_key_value_heads`: key/value heads for grouped-query attention; must divide
+      `num_attention_heads`. Defaults to `num_attention_heads` (plain multi-head attention).
+    - `head_dim`: per-head width; defaults to `hidden_size // num_attention_heads`.
+    - `intermediate_size`: MLP hidden width; defaults to `4 * hidden_size`.
+    - `max_position_embeddings`: context length the model is trained for (size of the learned position
+      table; RoPE can run past it but quality is not promised).
+    - `position_embedding`: `"rope"` (rotary, nanochat) or `"learned"` (absolute table, GPT-2).
+    - `rope_theta`: rotary base frequency (nanochat uses 10000; larger bases suit long contexts).
+    - `norm_type`: `"rmsnorm"` (parameter-free, nanochat) or `"layernorm"` (affine, GPT-2).
+    - `norm_eps`: epsilon of the normalisation layers.
+    - `embedding_norm`: normalise token embeddings before the first block (nanochat yes, GPT-2 no).
+    - `qk_norm`: normalise queries and keys per head after the rotary embedding (nanochat).
+    - `hidden_act`: MLP nonlinearity: `"relu2"` (ReLU squared, nanochat), `"gelu"` (exact),
+      `"gelu_tanh"` (GPT-2's tanh approximation) or `"swiglu"` (gated, Llama-style).
+    - `bias`: biases in every Linear and LayerNorm (GPT-2 yes, nanochat no).
+    - `tie_word_embeddings`: share the token embedding with the LM head (GPT-2 yes, nanochat no).
+    - `final_logit_softcapping`: `c * tanh(logits / c)` on the output logits; `None` disables it.
+    - `residual_scalars`: learnable per-layer scalars `x = resid_lambda[i] * x + x0_lambda[i] * x0`
+      that mix the normalised input embedding `x0` back in before each block (nanochat). They are
+      optimised by AdamW with their own learning rate (`scalar_lr`).
+    - `dropout`: dropout on embeddings, attention probabilities and residual branches (nanoGPT).
+    - `window_pattern`: sliding-window layer pattern tiled over the depth, `"L"` = full attention,
+      `"S"` = sliding window, e.g. `"SSSL"`; the last layer is always full. `None` = every layer full.
+    - `sliding_window`: window of the `"S"` layers in tokens, counting the current token (HF
+      convention); defaults to half of `max_position_embeddings` as in nanochat.
+    - `layer_types`: derived from `window_pattern`; one of `"full_attention"` / `"sliding_attention"`
+      per layer (read by transformers' caches and masks).
+    - `init_scheme`: `"nanochat"` (see the table in `NanoGPTPreTrainedModel._init_weights`) or
+      `"gpt2"` (normal(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)).
+    - `initializer_range`: std of the `"gpt2"` scheme.
+    - `bos_token_id`, `eos_token_id`, `pad_token_id`: special ids (set from the tokenizer).
+    - `use_cache`: return a KV cache from `forward` by default (used by `generate`).
+    """
+
+    model_type = "nanogpt"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    attribute_map = _ATTRIBUTE_MAP
+    # Tensor-parallel plan for transformers' `tp_plan="auto"` (projection names follow Llama).
+    base_model_tp_plan = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.gate_proj": "colwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
+
+    vocab_size: int = 32768
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 6
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    intermediate_size: int | None = None
+    max_position_embeddings: int = 2048
+    position_embedding: str = "rope"
+    rope_theta: float = 10000.0
+    norm_type: str = "rmsnorm"
+    norm_eps: float = 1e-6
+    embedding_norm: bool = True
+    qk_norm: bool = True
+    hidden_act: str = "relu2"
+    bias: bool = False
+    tie_word_embeddings: bool = False
+    final_logit_softcapping: float | None = 15.0
+    residual_scalars: bool = True
+    dropout: float = 0.0
+    window_pattern: str | None = None
+    sliding_window: int | None = None
+    layer_types: list[str] | None = None
+    init_scheme: str = "nanochat"
+    initializer_range: float = 0.02
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    use_cache: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # Derived values are computed here once; a reloaded config re-derives the same ones.
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None and self.num_attention_heads and self.hidden_size % self.num_attention_heads == 0:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        if self.window_pattern is not None:
+            if self.sliding_window is None:
+                self.sliding_window = max(1, self.max_position_embeddings // 2)
+            self.layer_types = _layer_types_from_pattern(self.window_pattern, self.num_hidden_layers)
+        elif self.layer_types is None:
+            self.layer_types = ["full_attention"] * self.num_hidden_layers
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first invalid field (called after every construction)."""
+
+        def need(cond: bool, field: str, expected: str) -> None:
+            if not cond:
+                raise ValueError(f"NanoGPTConfig.{field}={getattr(self, field)!r} is invalid: expected {expected}")
+
+        for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                      "num_key_value_heads", "intermediate_size", "max_position_embeddings"):
+            value = getattr(self, field)
+            need(isinstance(value, int) and not isinstance(value, bool) and value > 0, field, "a positive integer")
+        need(self.head_dim is not None and self.head_dim > 0, "head_dim",
+             f"a positive integer (hidden_size={self.hidden_size} is not divisible by "
+             f"num_attention_heads={self.num_attention_heads}; set head_dim explicitly)")
+        need(self.num_attention_heads % self.num_key_value_heads == 0, "num_key_value_heads",
+             f"a divisor of num_attention_heads={self.num_attention_heads}")
+        need(self.position_embedding in _POSITION_EMBEDDINGS, "position_embedding", f"one of {_POSITION_EMBEDDINGS}")
+        if self.position_embedding == "rope":
+            need(self.head_dim % 2 == 0, "head_dim", "an even number (rotary embeddings rotate pairs)")
+        need(self.rope_theta > 0, "rope_theta", "a positive number")
+        need(self.norm_type in _NORM_TYPES, "norm_type", f"one of {_NORM_TYPES}")
+        need(self.norm_eps > 0, "norm_eps", "a positive number")
+        need(self.hidden_act in _ACTIVATIONS, "hidden_act", f"one of {_ACTIVATIONS}")
+        need(self.init_scheme in _INIT_SCHEMES, "init_scheme", f"one of {_INIT_SCHEMES}")
+        need(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
+        need(self.final_logit_softcapping is None or self.final_logit_softcapping > 0,
+             "final_logit_softcapping", "a positive number or None")
+        need(self.initializer_range > 0, "initializer_range", "a positive number")
+        need(isinstance(self.layer_types, list) and len(self.layer_types) == self.num_hidden_layers
+             and all(t in ("full_attention", "sliding_attention") for t in self.layer_types),
+             "layer_types", f"{self.num_hidden_layers} entries of 'full_attention' / 'sliding_attention'")
+        if "sliding_attention" in self.layer_types:
+            need(isinstance(self.sliding_window, int) and self.sliding_window > 0, "sliding_window",
+                 "a positive integer (tokens in the window, the current one included)")
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_depth(cls, depth: int, aspect_ratio: int = 64, head_dim: int = 128, **overrides) -> "NanoGPTConfig":
+        """nanochat's sizing rule: one knob, `depth`, sizes the whole model.
+
+        1. width = depth * aspect_ratio (64), rounded up to a whole number of `head_dim` (128) heads;
+        2. heads = width / head_dim;
+        3. everything else keeps the nanochat defaults unless overridden (`vocab_size`,
+           `max_position_embeddings`, `num_key_value_heads`, `window_pattern`, ...).
+
+        `from_depth(20)` is nanochat's d20 speedrun model (width 1280, 10 heads); `from_depth(26)`
+        is width 1664 with 13 heads.
+        """
+        if not isinstance(depth, int) or depth <= 0:
+            raise ValueError(f"NanoGPTConfig.from_depth: depth={depth!r} is invalid: expected a positive integer")
+        width = depth * aspect_ratio
+        width = ((width + head_dim - 1) // head_dim) * head_dim
+        fields = dict(num_hidden_layers=depth, hidden_size=width, num_attention_heads=width // head_dim,
+                      head_dim=head_dim)
+        fields.update(overrides)
+        return cls(**fields)
+
+    @classmethod
+    def gpt2(cls, **overrides) -> "NanoGPTConfig":
+        """The nanoGPT / GPT-2 family: learned positions, LayerNorm with bias, GELU (tanh), tied
+        embeddings, no QK-norm, no softcap, GPT-2 init. Defaults are GPT-2 small (124M)."""
+        fields = dict(
+            vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+            max_position_embeddings=1024, position_embedding="learned", norm_type="layernorm",
+            norm_eps=1e-5, embedding_norm=False, qk_norm=False, hidden_act="gelu_tanh", bias=True,
+            tie_word_embeddings=True, final_logit_softcapping=None, residual_scalars=False,
+            init_scheme="gpt2",
+        )
+        fields.update(overrides)
+        return cls(**fields)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def window_sizes(self) -> list[int | None]:
+        """Attention window per layer in tokens (current token included); `None` = full causal."""
+        return [self.sliding_window if t == "sliding_attention" else None for t in self.layer_types]
+
+
+def _layer_types_from_pattern(pattern: str, num_layers: int) -> list[str]:
+    """Tile `pattern` (e.g. "SSSL") over the layers; the last layer is always full attention."""
+    if not isinstance(pattern, str) or not pattern or set(pattern.upper()) - {"S", "L"}:
+        raise ValueError(
+            f"NanoGPTConfig.window_pattern={pattern!r} is invalid: expected a non-empty string of 'S' "
+            "(sliding window) and 'L' (full attention), e.g. 'SSSL'"
+        )
+    pattern = pattern.upper()
+    types = ["sliding_attention" if pattern[i % len(pattern)] == "S" else "full_attention" for i in range(num_layers)]
+    types[-1] = "full_attention"
+    return types
+
+
+__all__ = ["NanoGPTConfig"]

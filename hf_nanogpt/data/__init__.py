@@ -1,0 +1,1 @@
+"""Data layer: pretraining corpora, BOS-aligned packing with exact resume, SFT batching."""
