@@ -25,3 +25,28 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+# ---- tokenizer fixtures (owner: tokenizer, hf_nanogpt/tokenization.py) -------------------------------
+TINY_VOCAB_SIZE = 1024  # 256 bytes + 759 merges + 9 control tokens
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    """A folder holding a byte-level BPE (vocab 1024) trained on ~1 MB of the stdlib corpus, saved with
+    `save_pretrained` (tokenizer.json, tokenizer_config.json, chat_template.jinja). Trained once per session."""
+    from hf_nanogpt.data.corpus import iter_stdlib_texts
+    from hf_nanogpt.tokenization import train_tokenizer
+
+    tokenizer = train_tokenizer(iter_stdlib_texts("train"), vocab_size=TINY_VOCAB_SIZE, max_chars=1_000_000)
+    path = tmp_path_factory.mktemp("tiny_tokenizer")
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_tokenizer_dir):
+    """`tiny_tokenizer_dir` loaded with `AutoTokenizer` (a `PreTrainedTokenizerFast`); shared, do not mutate."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
