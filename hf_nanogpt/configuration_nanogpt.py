@@ -30,6 +30,13 @@ _ATTRIBUTE_MAP = {
 }
 
 
+_AUTO_MAP = {
+    "AutoConfig": "configuration_nanogpt.NanoGPTConfig",
+    "AutoModel": "modeling_nanogpt.NanoGPTModel",
+    "AutoModelForCausalLM": "modeling_nanogpt.NanoGPTForCausalLM",
+}
+
+
 class NanoGPTConfig(PreTrainedConfig):
     """Configuration of `NanoGPTModel` / `NanoGPTForCausalLM` (`model_type="nanogpt"`).
 
@@ -133,6 +140,10 @@ class NanoGPTConfig(PreTrainedConfig):
             self.layer_types = _layer_types_from_pattern(self.window_pattern, self.num_hidden_layers)
         elif self.layer_types is None:
             self.layer_types = ["full_attention"] * self.num_hidden_layers
+        if getattr(self, "auto_map", None) is None:
+            # Saved folders must name every Auto class (save_pretrained only adds the one being saved),
+            # so AutoModel and AutoModelForCausalLM both resolve from the remote code.
+            self.auto_map = dict(_AUTO_MAP)
         self.validate()
 
     # ------------------------------------------------------------------ validation

@@ -149,7 +149,7 @@ class NanoGPTAttention(nn.Module):
         self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=config.bias)
         self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=config.bias)
         self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=config.bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.bias)
+        self.o_proj = _tag(nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.bias), "residual")
         # QK-norm (https://arxiv.org/abs/2302.05442) keeps attention logits bounded without a scale search.
         self.q_norm = _make_norm(config, self.head_dim) if config.qk_norm else nn.Identity()
         self.k_norm = _make_norm(config, self.head_dim) if config.qk_norm else nn.Identity()
@@ -199,7 +199,7 @@ class NanoGPTMLP(nn.Module):
     def __init__(self, config: NanoGPTConfig):
         super().__init__()
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
+        self.down_proj = _tag(nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias), "residual")
         self.act = _make_activation(config.hidden_act)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -214,7 +214,7 @@ class NanoGPTGatedMLP(nn.Module):
         super().__init__()
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
+        self.down_proj = _tag(nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias), "residual")
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -289,65 +289,58 @@ class NanoGPTPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """One place for every init scale. With d = hidden_size, L = num_hidden_layers:
 
-        | parameter                      | "nanochat"                      | "gpt2"                       |
-        |--------------------------------|---------------------------------|------------------------------|
-        | embed_tokens                   | normal(0, 1)                    | normal(0, 0.02)              |
-        | embed_positions (learned only) | normal(0, 0.02)                 | normal(0, 0.02)              |
-        | q/k/v_proj, up/gate_proj       | uniform(+-sqrt(3/d)), std 1/sqrt(d) | normal(0, 0.02)          |
-        | o_proj, down_proj              | zeros                           | normal(0, 0.02 / sqrt(2L))   |
-        | lm_head (untied)               | normal(0, 0.001)                | normal(0, 0.02)              |
-        | resid_lambdas / x0_lambdas     | 1.0 / 0.1                       | (absent)                     |
-        | biases / LayerNorm             | zeros / ones, zeros             | zeros / ones, zeros          |
+        | parameter (init_role)              | "nanochat"                          | "gpt2"                     |
+        |------------------------------------|-------------------------------------|----------------------------|
+        | embed_tokens ("token_embedding")   | normal(0, 1)                        | normal(0, 0.02)            |
+        | embed_positions ("position_embedding") | normal(0, 0.02)                 | normal(0, 0.02)            |
+        | q/k/v_proj, gate/up_proj ("input") | uniform(+-sqrt(3/d)), std 1/sqrt(d) | normal(0, 0.02)            |
+        | o_proj, down_proj ("residual")     | zeros                               | normal(0, 0.02 / sqrt(2L)) |
+        | lm_head ("lm_head", untied)        | normal(0, 0.001)                    | normal(0, 0.02)            |
+        | resid_lambdas / x0_lambdas         | 1.0 / 0.1                           | (absent)                   |
+        | biases / LayerNorm                 | zeros / ones, zeros                 | zeros / ones, zeros        |
 
-        nanochat zero-inits the residual projections so every block starts as the identity. The
-        `transformers.initialization` helpers skip tensors already loaded by `from_pretrained`.
-        Children are visited before parents, so the parent-level branches below decide the scales.
+        nanochat zero-inits the residual projections so every block starts as the identity map.
+        transformers calls this once per module that owns parameters (a parent without direct
+        parameters is skipped for remote code), so each Linear/Embedding carries its `init_role`
+        from construction. The `transformers.initialization` helpers skip tensors that
+        `from_pretrained` already loaded.
         """
         cfg = self.config
         nanochat = cfg.init_scheme == "nanochat"
         std = cfg.initializer_range
-        if isinstance(module, NanoGPTAttention):
-            for proj in (module.q_proj, module.k_proj, module.v_proj):
-                self._init_input_proj(proj)
-            self._init_output_proj(module.o_proj)
-        elif isinstance(module, (NanoGPTMLP, NanoGPTGatedMLP)):
-            for proj in (getattr(module, "gate_proj", None), module.up_proj):
-                if proj is not None:
-                    self._init_input_proj(proj)
-            self._init_output_proj(module.down_proj)
+        role = getattr(module, "init_role", None)
+        if isinstance(module, nn.Linear):
+            if role == "residual":
+                if nanochat:
+                    init.zeros_(module.weight)
+                else:  # GPT-2: scale residual projections by 1/sqrt(number of residual additions)
+                    init.normal_(module.weight, mean=0.0, std=std / math.sqrt(2 * cfg.num_hidden_layers))
+            elif role == "lm_head":
+                init.normal_(module.weight, mean=0.0, std=0.001 if nanochat else std)
+            elif nanochat:  # "input": uniform with the std of normal(0, 1/sqrt(fan_in)), bounded tails
+                bound = math.sqrt(3.0 / module.in_features)
+                init.uniform_(module.weight, -bound, bound)
+            else:
+                init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=1.0 if nanochat and role == "token_embedding" else std)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, NanoGPTRotaryEmbedding):
             init.copy_(module.inv_freq, module.compute_inv_freq(module.inv_freq.device))
-        elif isinstance(module, NanoGPTModel):
-            init.normal_(module.embed_tokens.weight, mean=0.0, std=1.0 if nanochat else std)
-            if module.embed_positions is not None:
-                init.normal_(module.embed_positions.weight, mean=0.0, std=std)
-            if module.resid_lambdas is not None:
-                init.ones_(module.resid_lambdas)
-                init.constant_(module.x0_lambdas, 0.1)
-        elif isinstance(module, NanoGPTForCausalLM) and not cfg.tie_word_embeddings:
-            init.normal_(module.lm_head.weight, mean=0.0, std=0.001 if nanochat else std)
+        elif isinstance(module, NanoGPTModel) and module.resid_lambdas is not None:
+            init.ones_(module.resid_lambdas)
+            init.constant_(module.x0_lambdas, 0.1)
 
-    def _init_input_proj(self, linear: nn.Linear) -> None:
-        if self.config.init_scheme == "nanochat":
-            bound = math.sqrt(3.0 / linear.in_features)  # uniform with std 1/sqrt(fan_in)
-            init.uniform_(linear.weight, -bound, bound)
-        else:
-            init.normal_(linear.weight, mean=0.0, std=self.config.initializer_range)
-        if linear.bias is not None:
-            init.zeros_(linear.bias)
 
-    def _init_output_proj(self, linear: nn.Linear) -> None:
-        if self.config.init_scheme == "nanochat":
-            init.zeros_(linear.weight)
-        else:  # GPT-2 paper: scale residual projections by 1/sqrt(number of residual additions)
-            init.normal_(linear.weight, mean=0.0,
-                         std=self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers))
-        if linear.bias is not None:
-            init.zeros_(linear.bias)
+def _tag(module: nn.Module, role: str) -> nn.Module:
+    """Mark a Linear/Embedding with its init role (read by `_init_weights`)."""
+    module.init_role = role
+    return module
 
 
 # ----------------------------------------------------------------------------- models
@@ -358,10 +351,11 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
 
     def __init__(self, config: NanoGPTConfig):
         super().__init__(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = _tag(nn.Embedding(config.vocab_size, config.hidden_size), "token_embedding")
         # Position information: a learned table (GPT-2) or rotary tables applied inside attention.
         learned = config.position_embedding == "learned"
-        self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size) if learned else None
+        self.embed_positions = (_tag(nn.Embedding(config.max_position_embeddings, config.hidden_size), "position_embedding")
+                                if learned else None)
         self.rotary_emb = None if learned else NanoGPTRotaryEmbedding(config)
         self.embed_norm = _make_norm(config, config.hidden_size) if config.embedding_norm else nn.Identity()
         self.embed_dropout = nn.Dropout(config.dropout)
@@ -450,7 +444,7 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = NanoGPTModel(config)
         self.vocab_size = config.vocab_size
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = _tag(nn.Linear(config.hidden_size, config.vocab_size, bias=False), "lm_head")
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:

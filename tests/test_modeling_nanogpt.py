@@ -1,0 +1,317 @@
+"""NanoGPTForCausalLM on tiny configs: every variant trains, the HF contract holds, parity with references."""
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+from hf_nanogpt import NanoGPTConfig, NanoGPTForCausalLM, NanoGPTModel
+
+V = 97  # odd vocab so nothing accidentally lines up
+
+
+def tiny(**overrides) -> NanoGPTConfig:
+    base = dict(vocab_size=V, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=64, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    base.update(overrides)
+    return NanoGPTConfig(**base)
+
+
+def build(seed: int = 0, randomize: bool = True, **overrides) -> NanoGPTForCausalLM:
+    """A tiny model; nanochat zero-inits residual projections, so perturb them to exercise every path."""
+    torch.manual_seed(seed)
+    model = NanoGPTForCausalLM(tiny(**overrides)).eval()
+    if randomize:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith(("o_proj.weight", "down_proj.weight")):
+                    p.normal_(0, 0.05)
+    return model
+
+
+VARIANTS = {
+    "nanochat": {},
+    "gqa": dict(num_key_value_heads=2),
+    "mqa": dict(num_key_value_heads=1),
+    "sliding": dict(num_hidden_layers=3, window_pattern="SSL", sliding_window=5),
+    "learned_pos": dict(position_embedding="learned"),
+    "layernorm_bias": dict(norm_type="layernorm", bias=True),
+    "gelu": dict(hidden_act="gelu"),
+    "gelu_tanh": dict(hidden_act="gelu_tanh"),
+    "swiglu": dict(hidden_act="swiglu", intermediate_size=96),
+    "tied": dict(tie_word_embeddings=True),
+    "no_softcap": dict(final_logit_softcapping=None),
+    "no_qk_norm": dict(qk_norm=False),
+    "no_embed_norm": dict(embedding_norm=False),
+    "no_resid_scalars": dict(residual_scalars=False),
+    "dropout": dict(dropout=0.1),
+    "gpt2_init": dict(init_scheme="gpt2"),
+    "rope_base": dict(rope_theta=100000.0),
+    "head_dim": dict(head_dim=8),
+    "gpt2_family": dict(position_embedding="learned", norm_type="layernorm", bias=True, hidden_act="gelu_tanh",
+                        tie_word_embeddings=True, final_logit_softcapping=None, qk_norm=False,
+                        embedding_norm=False, residual_scalars=False, init_scheme="gpt2", dropout=0.1),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_config_switch_runs_forward_and_backward(variant):
+    model = build(**VARIANTS[variant]).train()
+    ids = torch.randint(0, V, (2, 12))
+    out = model(ids, labels=ids)
+    assert out.logits.shape == (2, 12, V) and torch.isfinite(out.loss)
+    out.loss.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, f"parameters without gradient: {no_grad}"
+
+
+def test_initial_loss_is_near_uniform_and_residual_projections_start_at_zero():
+    model = build(randomize=False)
+    for layer in model.model.layers:
+        assert not layer.self_attn.o_proj.weight.any() and not layer.mlp.down_proj.weight.any()
+    assert float(model.lm_head.weight.std()) == pytest.approx(0.001, rel=0.1)
+    assert float(model.model.embed_tokens.weight.std()) == pytest.approx(1.0, rel=0.1)
+    assert torch.equal(model.model.x0_lambdas.detach(), torch.full((2,), 0.1))
+    ids = torch.randint(0, V, (4, 32))
+    loss = model(ids, labels=ids).loss.item()
+    assert abs(loss - math.log(V)) < 0.1  # lm_head std 0.001: logits ~ 0 at init
+
+
+def test_labels_loss_matches_manual_cross_entropy_with_ignore_index():
+    model = build()
+    ids = torch.randint(0, V, (2, 10))
+    labels = ids.clone()
+    labels[0, :4] = -100
+    out = model(ids, labels=labels)
+    ref = F.cross_entropy(out.logits[:, :-1].reshape(-1, V).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(out.loss, ref)
+    # nanoGPT convention: targets already shifted
+    shifted = torch.cat([labels[:, 1:], torch.full((2, 1), -100)], dim=1)
+    torch.testing.assert_close(model(ids, shift_labels=shifted).loss, ref)
+
+
+def test_num_items_in_batch_makes_accumulation_exact():
+    model = build()
+    ids = torch.randint(0, V, (4, 10))
+    full = model(ids, labels=ids).loss
+    n = torch.tensor(4 * 9)
+    summed = sum(model(ids[i:i + 1], labels=ids[i:i + 1], num_items_in_batch=n).loss for i in range(4))
+    torch.testing.assert_close(summed, full)
+
+
+def test_softcap_bounds_logits():
+    model = build(final_logit_softcapping=2.0)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1000)
+    logits = model(torch.randint(0, V, (1, 8))).logits
+    assert logits.abs().max() <= 2.0 + 1e-5
+
+
+def test_logits_to_keep():
+    model = build()
+    ids = torch.randint(0, V, (2, 10))
+    full = model(ids).logits
+    torch.testing.assert_close(model(ids, logits_to_keep=1).logits, full[:, -1:])
+    torch.testing.assert_close(model(ids, logits_to_keep=3).logits, full[:, -3:])
+    torch.testing.assert_close(model(ids, logits_to_keep=torch.tensor([0, 5])).logits, full[:, [0, 5]])
+
+
+@pytest.mark.parametrize("variant", ["nanochat", "gqa", "sliding", "learned_pos"])
+def test_eager_and_sdpa_agree(variant):
+    model = build(**VARIANTS[variant])
+    ids = torch.randint(0, V, (2, 16))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding exercises the explicit-mask path
+    outs = {}
+    for impl in ("eager", "sdpa"):
+        model.set_attn_implementation(impl)
+        outs[impl] = model(ids, attention_mask=mask).logits
+    torch.testing.assert_close(outs["eager"][:, 3:], outs["sdpa"][:, 3:], rtol=1e-4, atol=1e-4)
+
+
+def test_flex_attention_agrees_where_available():
+    model = build(num_key_value_heads=2)
+    ids = torch.randint(0, V, (1, 16))
+    ref = model(ids).logits
+    try:
+        model.set_attn_implementation("flex_attention")
+        with torch.no_grad():  # flex has no CPU backward
+            out = model(ids).logits
+    except Exception as err:  # flex needs a recent torch/triton or compile support on this device
+        pytest.skip(f"flex attention unavailable here: {type(err).__name__}: {err}")
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["nanochat", "gqa", "sliding", "learned_pos", "gpt2_family"])
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_cached_and_uncached_greedy_decoding_agree(variant, cache):
+    model = build(**VARIANTS[variant])
+    prompt = torch.randint(0, V, (1, 6))
+    kw = dict(max_new_tokens=14, do_sample=False, pad_token_id=1, eos_token_id=None)
+    cached = model.generate(prompt, use_cache=True, cache_implementation=cache, **kw)
+    uncached = model.generate(prompt, use_cache=False, **kw)
+    assert torch.equal(cached, uncached)
+    # and greedy really is argmax of the full forward, step by step
+    ids = prompt
+    for _ in range(14):
+        nxt = model(ids).logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)
+    assert torch.equal(cached, ids)
+
+
+@pytest.mark.parametrize("variant", ["nanochat", "learned_pos", "sliding"])
+def test_left_padded_batch_generation_matches_single_rows(variant):
+    model = build(**VARIANTS[variant])
+    a, b = torch.randint(2, V, (1, 7)), torch.randint(2, V, (1, 4))
+    batch = torch.cat([a, torch.cat([torch.full((1, 3), 1), b], dim=1)])
+    mask = torch.ones_like(batch)
+    mask[1, :3] = 0
+    kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=1, eos_token_id=None)
+    together = model.generate(batch, attention_mask=mask, **kw)
+    assert torch.equal(together[0, 7:], model.generate(a, **kw)[0, 7:])
+    assert torch.equal(together[1, 7:], model.generate(b, **kw)[0, 4:])
+
+
+def test_sampling_is_seeded_and_varied():
+    model = build()
+    prompt = torch.randint(0, V, (1, 4))
+    kw = dict(max_new_tokens=10, do_sample=True, top_k=20, top_p=0.9, temperature=1.5, pad_token_id=1,
+              eos_token_id=None)
+    torch.manual_seed(1)
+    first = model.generate(prompt, **kw)
+    torch.manual_seed(1)
+    assert torch.equal(first, model.generate(prompt, **kw))
+    torch.manual_seed(2)
+    assert not torch.equal(first, model.generate(prompt, **kw))
+
+
+def test_hidden_states_and_attentions_are_returned():
+    model = build(num_hidden_layers=3)
+    model.set_attn_implementation("eager")
+    out = model(torch.randint(0, V, (2, 9)), output_hidden_states=True, output_attentions=True)
+    assert len(out.hidden_states) == 4 and out.hidden_states[-1].shape == (2, 9, 64)
+    assert len(out.attentions) == 3 and out.attentions[0].shape == (2, 4, 9, 9)
+    # causal: no weight on the future
+    assert float(out.attentions[0][0, 0].triu(1).abs().sum()) == 0.0
+    assert isinstance(model(torch.randint(0, V, (1, 3)), return_dict=False), tuple)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    ids = torch.randint(0, V, (2, 12))
+    grads = []
+    for checkpointing in (False, True):
+        model = build().train()
+        if checkpointing:  # activation_checkpointing_enable replaces the old name from transformers 5.23
+            enable = getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)
+            enable()
+        model(ids, labels=ids).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
+def test_save_and_load_give_identical_logits(tmp_path):
+    model = build(num_key_value_heads=2, window_pattern="SL", sliding_window=4)
+    model.save_pretrained(tmp_path)
+    ids = torch.randint(0, V, (2, 10))
+    again = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(again) is NanoGPTForCausalLM
+    torch.testing.assert_close(again(ids).logits, model(ids).logits, rtol=0, atol=0)
+    # the non-persistent rotary table is recomputed, not left as uninitialised memory
+    torch.testing.assert_close(again.model.rotary_emb.inv_freq, model.model.rotary_emb.inv_freq)
+    base = AutoModel.from_pretrained(tmp_path)
+    assert type(base) is NanoGPTModel
+
+
+def test_saved_folder_carries_remote_code_and_full_auto_map(tmp_path):
+    build().save_pretrained(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert {"modeling_nanogpt.py", "configuration_nanogpt.py", "config.json"} <= files
+    import json
+
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map == {
+        "AutoConfig": "configuration_nanogpt.NanoGPTConfig",
+        "AutoModel": "modeling_nanogpt.NanoGPTModel",
+        "AutoModelForCausalLM": "modeling_nanogpt.NanoGPTForCausalLM",
+    }
+
+
+@pytest.mark.slow
+def test_remote_code_loads_in_a_fresh_process_without_the_package(tmp_path):
+    model = build(num_key_value_heads=2, window_pattern="SL", sliding_window=4)
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    ids = torch.randint(0, V, (2, 10))
+    torch.save({"ids": ids, "logits": model(ids).logits, "hidden": model.model(ids).last_hidden_state},
+               tmp_path / "ref.pt")
+    script = textwrap.dedent(f"""
+        import sys, torch
+        # make sure the package cannot be imported: the classes must come from the folder's remote code
+        sys.modules["hf_nanogpt"] = None
+        from transformers import AutoModel, AutoModelForCausalLM
+        ref = torch.load({str(tmp_path / "ref.pt")!r})
+        lm = AutoModelForCausalLM.from_pretrained({str(model_dir)!r}, trust_remote_code=True).eval()
+        assert "transformers_modules" in type(lm).__module__, type(lm).__module__
+        assert torch.equal(lm(ref["ids"]).logits, ref["logits"])
+        base = AutoModel.from_pretrained({str(model_dir)!r}, trust_remote_code=True).eval()
+        assert torch.equal(base(ref["ids"]).last_hidden_state, ref["hidden"])
+        out = lm.generate(ref["ids"][:1, :4], max_new_tokens=5, do_sample=False, pad_token_id=1)
+        assert out.shape == (1, 9)
+        print("REMOTE_OK", type(lm).__module__)
+    """)
+    env = {**os.environ, "PYTHONPATH": "", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    # run from an empty directory so the repo checkout is not on sys.path either
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "REMOTE_OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_gpt2_import_gives_identical_logits():
+    torch.manual_seed(0)
+    gcfg = GPT2Config(vocab_size=V, n_positions=32, n_embd=48, n_layer=3, n_head=4, resid_pdrop=0.0,
+                      embd_pdrop=0.0, attn_pdrop=0.0)
+    gpt2 = GPT2LMHeadModel(gcfg).eval()
+    with torch.no_grad():  # make LayerNorms and biases non-trivial so the mapping is really checked
+        for name, p in gpt2.named_parameters():
+            if "ln" in name or "bias" in name:
+                p.normal_(0.5 if name.endswith("weight") else 0.0, 0.1)
+    ours = NanoGPTForCausalLM.from_gpt2(gpt2).eval()
+    ids = torch.randint(0, V, (2, 20))
+    torch.testing.assert_close(ours(ids).logits, gpt2(ids).logits, rtol=1e-5, atol=1e-5)
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(ours.generate(ids[:1, :5], **kw), gpt2.generate(ids[:1, :5], **kw))
+    assert ours.config.tie_word_embeddings and ours.lm_head.weight is ours.model.embed_tokens.weight
+
+
+def test_gpt2_import_rejects_unsupported_variants():
+    gcfg = GPT2Config(vocab_size=V, n_positions=16, n_embd=32, n_layer=1, n_head=2, reorder_and_upcast_attn=True)
+    with pytest.raises(ValueError, match="reorder_and_upcast_attn"):
+        NanoGPTForCausalLM.from_gpt2(GPT2LMHeadModel(gcfg))
+
+
+def test_parameter_counts_and_flops_follow_nanochat_convention():
+    cfg = NanoGPTConfig.from_depth(20, vocab_size=65536, max_position_embeddings=2048)
+    with torch.device("meta"):
+        model = NanoGPTForCausalLM(cfg)
+    d, L, V_ = 1280, 20, 65536
+    counts = model.parameter_counts()
+    assert counts["embedding"] == V_ * d and counts["lm_head"] == V_ * d
+    assert counts["matrices"] == L * (4 * d * d + 8 * d * d)
+    assert counts["scalars"] == 2 * L  # the residual lambdas; RMSNorm has no weights
+    assert counts["total"] == sum(counts[k] for k in ("embedding", "lm_head", "matrices", "scalars"))
+    expected = 6 * (counts["total"] - counts["embedding"]) + 12 * L * 10 * 128 * 2048
+    assert model.flops_per_token() == expected
+    # a sliding layer attends to at most its window
+    cfg_w = NanoGPTConfig.from_depth(4, vocab_size=V, max_position_embeddings=256, window_pattern="SL",
+                                     sliding_window=64)
+    with torch.device("meta"):
+        m_w = NanoGPTForCausalLM(cfg_w)
+    attn = 12 * 2 * 128 * (64 + 256 + 64 + 256)
+    assert m_w.flops_per_token() - 6 * (m_w.parameter_counts()["total"] - m_w.parameter_counts()["embedding"]) == attn
