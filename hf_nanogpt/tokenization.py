@@ -245,6 +245,10 @@ def _checked_messages(messages) -> list[tuple[str, list[tuple[str, str]]]]:
                         or not isinstance(part.get("text"), str)):
                     raise ValueError(f'message {i}, part {j}: expected {{"type": "text"|"python"|"output", '
                                      f'"text": str}}, got {part!r:.80}')
+                if part["type"] == "output" and (not parts or parts[-1][0] != "python"):
+                    # a tool output answers a tool call; this also keeps every supervised run ending on a
+                    # control token, which the chat template's generation blocks rely on
+                    raise ValueError(f"message {i}, part {j}: an output part must follow a python part")
                 if part["type"] == "text" and parts and parts[-1][0] == "text":
                     # merge adjacent text, as the template does: no control token can form across a seam
                     parts[-1] = ("text", parts[-1][1] + part["text"])
