@@ -23,6 +23,7 @@ call a per-token callback. Model calls follow the Hugging Face contract only:
 """
 
 import inspect
+import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -73,7 +74,8 @@ class ChatTokens:
             token_id = tokenizer.convert_tokens_to_ids(name)
             ids[key] = None if token_id is None or token_id == unk else int(token_id)
         if ids["assistant_end"] is None:
-            raise ValueError(f"tokenizer has no {SPECIAL_TOKEN_NAMES['assistant_end']} token: it is not a chat tokenizer")
+            name = SPECIAL_TOKEN_NAMES["assistant_end"]
+            raise ValueError(f"tokenizer has no {name} token: it is not a chat tokenizer")
         return cls(**ids)
 
 
@@ -301,4 +303,52 @@ class Engine:
         return results, masks
 
 
-__all__ = ["ChatTokens", "Engine", "SPECIAL_TOKEN_NAMES", "sample_next_token"]
+# ----------------------------------------------------------------------------- helpers for front-ends
+# The engine itself never decodes; these two small helpers are shared by the CLI and the server,
+# which show replies as text (tool blocks appear as the control-token strings the model wrote).
+
+_TOOL_BLOCK = re.compile(r"<\|(python|output)_start\|>(.*?)<\|\1_end\|>", re.DOTALL)
+
+
+class TextStream:
+    """Turns one row's token ids into text deltas with a `decode(ids) -> str` function. A byte-level
+    BPE token can end inside a UTF-8 character; such a tail decodes to U+FFFD and is held back until
+    the next token completes it (a character spans at most 4 tokens, so at most 8 are held)."""
+
+    def __init__(self, decode: Callable[[list[int]], str]):
+        self.decode = decode
+        self.pending: list[int] = []
+
+    def push(self, token: int) -> str:
+        """Add a token; return the text it completes (possibly empty)."""
+        self.pending.append(token)
+        text = self.decode(self.pending)
+        if text.endswith("\ufffd") and len(self.pending) < 8:
+            return ""
+        self.pending = []
+        return text
+
+    def flush(self) -> str:
+        """Whatever is still held back (at the end of a reply)."""
+        text, self.pending = (self.decode(self.pending) if self.pending else ""), []
+        return text
+
+
+def assistant_parts(text: str) -> str | list[dict]:
+    """A reply as text, with tool blocks written as control-token strings
+    (`<|python_start|>1+2<|python_end|><|output_start|>3<|output_end|>`), back into the chat schema:
+    the plain string when it has no tool block, else a list of text/python/output parts."""
+    if "<|python_start|>" not in text and "<|output_start|>" not in text:
+        return text
+    parts, pos = [], 0
+    for match in _TOOL_BLOCK.finditer(text):
+        if match.start() > pos:
+            parts.append({"type": "text", "text": text[pos:match.start()]})
+        parts.append({"type": match.group(1), "text": match.group(2)})
+        pos = match.end()
+    if pos < len(text):
+        parts.append({"type": "text", "text": text[pos:]})
+    return parts
+
+
+__all__ = ["ChatTokens", "Engine", "SPECIAL_TOKEN_NAMES", "TextStream", "assistant_parts", "sample_next_token"]

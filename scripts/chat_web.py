@@ -1,0 +1,62 @@
+"""Serve a chat model: the web page at / and an OpenAI-compatible API at /v1 (FastAPI + uvicorn).
+
+    python scripts/chat_web.py --model sft                    # $HF_NANOGPT_BASE_DIR/sft on 127.0.0.1:8000
+    python scripts/chat_web.py --model out/sft --port 8080 --workers 2
+    python scripts/chat_web.py --model sft --host 0.0.0.0 --api_key "$KEY"   # reachable from other hosts
+
+Then open http://127.0.0.1:8000/ or use any OpenAI client:
+
+    curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \
+         -d '{"messages": [{"role": "user", "content": "Why is the sky blue?"}], "stream": true}'
+
+Concurrency: `--workers` requests generate at once, later ones wait in a FIFO queue (at most
+`--max_queue`); see `hf_nanogpt/server.py`. The API key may also come from $HF_NANOGPT_API_KEY.
+"""
+
+import argparse
+import logging
+import os
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", "-i", default="sft", help="model folder, or a stage name inside the run folder")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api_key", default=os.environ.get("HF_NANOGPT_API_KEY"),
+                        help="require 'Authorization: Bearer KEY' on /v1 (default: $HF_NANOGPT_API_KEY)")
+    parser.add_argument("--served_model_name", default=None, help="model id in the API (default: folder name)")
+    parser.add_argument("--workers", type=int, default=1, help="requests generating at the same time")
+    parser.add_argument("--max_queue", type=int, default=64, help="requests allowed to wait; more get 503")
+    parser.add_argument("--max_tokens_limit", type=int, default=1024, help="largest max_tokens a request may ask")
+    parser.add_argument("--temperature", type=float, default=0.8, help="default for requests that omit it")
+    parser.add_argument("--top_k", type=int, default=50, help="default for requests that omit it")
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: cuda when available)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import torch
+    import uvicorn
+
+    from hf_nanogpt.paths import load_model_and_tokenizer, resolve_stage
+    from hf_nanogpt.server import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log = logging.getLogger("chat_web")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    folder = resolve_stage(args.model)
+    model, tokenizer = load_model_and_tokenizer(folder, device=device, dtype=getattr(torch, args.dtype))
+    app = create_app(model, tokenizer, model_name=args.served_model_name or folder.resolve().name,
+                     api_key=args.api_key, workers=args.workers, max_queue=args.max_queue,
+                     max_tokens_limit=args.max_tokens_limit, temperature=args.temperature, top_k=args.top_k)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        log.warning("serving on %s without --api_key: anyone who can reach this host can use the model", args.host)
+    log.info("model %s on %s; open http://%s:%d/", folder, device, args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+"""The OpenAI-compatible server, tested against a REAL uvicorn server on a free loopback port with
+httpx: plain and streaming completions, bad requests, the API key, concurrent clients, and a client
+that disconnects mid-stream (or while queued) freeing its worker slot."""
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+import torch
+import uvicorn
+
+from hf_nanogpt import NanoGPTConfig, NanoGPTForCausalLM
+from hf_nanogpt.engine import ChatTokens, Engine, TextStream, assistant_parts
+from hf_nanogpt.server import create_app
+from hf_nanogpt.tokenization import render_for_completion
+
+USER = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+def tiny_chat_model(tokenizer, seed: int = 0, context: int = 256) -> NanoGPTForCausalLM:
+    """A random tiny NanoGPT over the tokenizer's vocabulary (weights spread out, so replies vary)."""
+    torch.manual_seed(seed)
+    config = NanoGPTConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           max_position_embeddings=context)
+    model = NanoGPTForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    return model
+
+
+def slow_model(tokenizer, delay: float) -> NanoGPTForCausalLM:
+    """A tiny model that takes `delay` seconds per forward and never ends a reply on its own (its
+    stop-token logits are -inf), so a generation lasts exactly max_tokens steps."""
+    model = tiny_chat_model(tokenizer, seed=1)
+    stop = sorted(ChatTokens.from_tokenizer(tokenizer).stop_ids)
+    model.forward_calls = 0
+
+    def hook(module, args, output):
+        time.sleep(delay)
+        module.forward_calls += 1
+        output.logits[..., stop] = float("-inf")
+        return output
+
+    model.register_forward_hook(hook)
+    return model
+
+
+@contextlib.contextmanager
+def live_server(app):
+    """Run `app` under uvicorn in a thread on a free 127.0.0.1 port; yield its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_tokenizer):
+    return tiny_chat_model(tiny_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def server(model, tiny_tokenizer):
+    with live_server(create_app(model, tiny_tokenizer, model_name="tiny", workers=2, max_tokens_limit=64)) as url:
+        yield url
+
+
+def post(url: str, body, **kwargs) -> httpx.Response:
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    kwargs.setdefault("timeout", 60)
+    return httpx.post(f"{url}/v1/chat/completions", content=content,
+                      headers={"Content-Type": "application/json", **kwargs.pop("headers", {})}, **kwargs)
+
+
+def sse_events(response: httpx.Response) -> list:
+    """Parse an SSE body into JSON chunks; the final `[DONE]` is returned as the string."""
+    events = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            data = line[len("data: "):]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def greedy_reply(model, tokenizer, messages, max_tokens: int) -> str:
+    engine = Engine.from_tokenizer(model, tokenizer)
+    tokens = engine.generate_batch(render_for_completion(tokenizer, messages), temperature=0.0,
+                                   max_tokens=max_tokens)[0][0]
+    return tokenizer.decode(tokens, skip_special_tokens=False)
+
+
+# ----------------------------------------------------------------------------- plain and streaming
+
+
+def test_plain_completion_has_openai_shape_and_the_engines_tokens(server, model, tiny_tokenizer):
+    r = post(server, {"model": "tiny", "messages": USER, "max_tokens": 12, "temperature": 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion" and body["model"] == "tiny"
+    (choice,) = body["choices"]
+    assert choice["index"] == 0 and choice["message"]["role"] == "assistant"
+    assert choice["message"]["content"] == greedy_reply(model, tiny_tokenizer, USER, 12)
+    prompt_tokens = len(render_for_completion(tiny_tokenizer, USER))
+    usage = body["usage"]
+    assert usage["prompt_tokens"] == prompt_tokens
+    assert usage["total_tokens"] == prompt_tokens + usage["completion_tokens"]
+    assert (choice["finish_reason"], usage["completion_tokens"]) in {("length", 12)} | {
+        ("stop", n) for n in range(1, 13)}
+
+
+def test_streaming_sends_the_same_reply_as_deltas(server):
+    plain = post(server, {"messages": USER, "max_tokens": 20, "temperature": 0}).json()
+    with httpx.stream("POST", f"{server}/v1/chat/completions", timeout=60,
+                      json={"messages": USER, "max_tokens": 20, "temperature": 0, "stream": True,
+                            "stream_options": {"include_usage": True}}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(r)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    usage_chunk = chunks[-1]
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"] == plain["usage"]
+    content_chunks = chunks[1:-1]
+    assert len(content_chunks) >= 3  # token by token, not one blob
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in content_chunks)
+    assert text == plain["choices"][0]["message"]["content"]
+    reasons = [c["choices"][0]["finish_reason"] for c in content_chunks]
+    assert reasons[-1] == plain["choices"][0]["finish_reason"] and set(reasons[:-1]) == {None}
+
+
+def test_n_samples_with_seed_are_reproducible(server):
+    body = {"messages": USER, "max_tokens": 10, "n": 3, "temperature": 1.0, "seed": 7}
+    first, second = post(server, body).json(), post(server, body).json()
+    assert [c["index"] for c in first["choices"]] == [0, 1, 2]
+    texts = [c["message"]["content"] for c in first["choices"]]
+    assert texts == [c["message"]["content"] for c in second["choices"]]
+    assert len(set(texts)) > 1
+
+
+def test_multi_turn_and_tool_history_are_accepted(server, tiny_tokenizer):
+    history = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "3*4?"},
+        {"role": "assistant", "content": "<|python_start|>3*4<|python_end|><|output_start|>12<|output_end|>12"},
+        {"role": "user", "content": [{"type": "text", "text": "and 5*5?"}]},
+    ]
+    r = post(server, {"messages": history, "max_tokens": 4})
+    assert r.status_code == 200, r.text
+    # the assistant turn went back in as tool parts, i.e. the real control tokens
+    parts = assistant_parts(history[2]["content"])
+    assert parts == [{"type": "python", "text": "3*4"}, {"type": "output", "text": "12"},
+                     {"type": "text", "text": "12"}]
+    expected_prompt = render_for_completion(tiny_tokenizer, [*history[:2], {"role": "assistant", "content": parts},
+                                                             {"role": "user", "content": "and 5*5?"}])
+    assert r.json()["usage"]["prompt_tokens"] == len(expected_prompt)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "must be a JSON object"),
+        ({"max_tokens": 5}, 400, "messages: Field required"),
+        ({"messages": []}, 400, "messages is empty"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, 400, "unknown role 'tool'"),
+        ({"messages": [{"role": "user"}]}, 400, "content is missing"),
+        ({"messages": [{"role": "user", "content": 5}]}, 400, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, 400, "out of order"),
+        ({"messages": [*USER, {"role": "assistant", "content": "4"}]}, 400, "last message must come from the user"),
+        ({"messages": USER, "max_tokens": 65}, 400, "max_tokens=65 exceeds the server limit of 64"),
+        ({"messages": USER, "max_completion_tokens": 1000}, 400, "max_completion_tokens=1000 exceeds"),
+        ({"messages": USER, "max_tokens": 0}, 400, "max_tokens: Input should be greater than or equal to 1"),
+        ({"messages": [{"role": "user", "content": "word " * 400}]}, 400, "model's context is 256 tokens"),
+        ({"messages": USER, "temperature": "hot"}, 400, "temperature: Input should be a valid number"),
+        ({"messages": USER, "temperature": 5}, 400, "temperature: Input should be less than or equal to 2"),
+        ({"messages": USER, "n": 9}, 400, "n=9 exceeds the server limit of 8"),
+        ({"messages": USER, "stop": ["\n"]}, 400, "stop sequences are not supported"),
+        ({"messages": USER, "model": "gpt-4"}, 404, "model 'gpt-4' is not served here"),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_bad_requests_get_4xx_with_a_message(server, body, status, message, stream):
+    if stream and isinstance(body, dict):
+        body = {**body, "stream": True}
+    r = post(server, body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert message in error["message"] and error["type"]
+
+
+def test_api_key(model, tiny_tokenizer):
+    with live_server(create_app(model, tiny_tokenizer, api_key="s3cret")) as url:
+        body = {"messages": USER, "max_tokens": 2}
+        assert post(url, body).status_code == 401
+        r = post(url, body, headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and "API key" in r.json()["error"]["message"]
+        assert post(url, body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{url}/v1/models").status_code == 401
+        assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{url}/health").json()["auth"] is True  # the page asks for a key then
+
+
+def test_models_health_and_page(server):
+    models = httpx.get(f"{server}/v1/models").json()
+    assert models["object"] == "list" and models["data"][0]["id"] == "tiny"
+    assert models["data"][0]["context_length"] == 256
+    health = httpx.get(f"{server}/health").json()
+    assert health["status"] == "ok" and health["workers"] == 2 and health["busy"] == 0
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and 'id="input"' in page.text and "/static/chat.js" in page.text
+    assert "serverSentEvents" in httpx.get(f"{server}/static/chat.js").text
+
+
+# ----------------------------------------------------------------------------- concurrency
+
+
+def test_concurrent_clients_are_all_answered(tiny_tokenizer):
+    model = slow_model(tiny_tokenizer, delay=0.005)
+    app = create_app(model, tiny_tokenizer, workers=2)
+    clients, results, peak = 6, {}, {"busy": 0, "queued": 0}
+
+    def client(i: int) -> None:
+        body = {"messages": [{"role": "user", "content": f"client {i}"}], "max_tokens": 25, "stream": i % 2 == 0}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as r:
+            results[i] = (r.status_code, sse_events(r) if body["stream"] else json.loads(r.read()))
+
+    with live_server(app) as url:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            health = httpx.get(f"{url}/health").json()
+            peak = {k: max(peak[k], health[k]) for k in peak}
+            time.sleep(0.02)
+        final = httpx.get(f"{url}/health").json()
+    assert sorted(results) == list(range(clients))
+    for i, (status, body) in results.items():
+        assert status == 200
+        if i % 2 == 0:
+            assert body[-1] == "[DONE]" and body[-2]["choices"][0]["finish_reason"] == "length"
+        else:
+            assert body["usage"]["completion_tokens"] == 25
+    assert peak["busy"] == 2 and peak["queued"] >= 1  # a worker queue: 2 at a time, the rest waited
+    assert final["served"] == clients and final["busy"] == 0 and final["queued"] == 0
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_disconnect_mid_stream_frees_the_slot(tiny_tokenizer):
+    model = slow_model(tiny_tokenizer, delay=0.02)  # 500 tokens would take >= 10 s
+    with live_server(create_app(model, tiny_tokenizer, workers=1, max_tokens_limit=500)) as url:
+        health = lambda: httpx.get(f"{url}/health").json()  # noqa: E731
+        body = {"messages": USER, "max_tokens": 500, "stream": True}
+        with httpx.Client(timeout=30) as client:
+            with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+                lines = r.iter_lines()
+                received = sum(1 for _, line in zip(range(8), lines) if line.startswith("data: "))
+                assert received >= 3 and health()["busy"] == 1
+                # a second client queues behind the long one, then leaves too
+                queued = httpx.Client(timeout=30)
+                queued_stream = queued.stream("POST", f"{url}/v1/chat/completions", json=body)
+                queued_response = queued_stream.__enter__()
+                assert wait_for(lambda: health()["queued"] == 1)
+                queued_stream.__exit__(None, None, None)
+                queued.close()
+                assert wait_for(lambda: health()["queued"] == 0)
+        # the first client is gone: its generation stops and the only slot is free again
+        assert wait_for(lambda: health()["busy"] == 0, timeout=5)
+        calls = model.forward_calls
+        assert calls < 250, "generation ran on after the client left"
+        time.sleep(0.3)
+        assert model.forward_calls == calls
+        assert health()["served"] == 1  # the queued request never ran
+        start = time.monotonic()
+        r = post(url, {"messages": USER, "max_tokens": 5})
+        assert r.status_code == 200 and time.monotonic() - start < 5
+        assert queued_response.status_code == 200
+        # a plain (non-streaming) request whose client gives up is cancelled as well
+        with pytest.raises(httpx.ReadTimeout):
+            post(url, {"messages": USER, "max_tokens": 500}, timeout=0.5)
+        assert wait_for(lambda: health()["busy"] == 0, timeout=5)
+        calls = model.forward_calls
+        time.sleep(0.3)
+        assert model.forward_calls == calls
+
+
+def test_text_stream_holds_back_partial_characters(tiny_tokenizer):
+    ids = tiny_tokenizer.encode("héllo → wörld ✓", add_special_tokens=False)
+    stream = TextStream(lambda t: tiny_tokenizer.decode(t))
+    pieces = [stream.push(i) for i in ids] + [stream.flush()]
+    assert "".join(pieces) == "héllo → wörld ✓" and "\ufffd" not in "".join(pieces)
+
+
+# ----------------------------------------------------------------------------- the script
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_chat_web_script_serves_a_saved_model(tmp_path, tiny_tokenizer, repo_root):
+    folder = tmp_path / "sft"
+    tiny_chat_model(tiny_tokenizer).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(repo_root), "HF_NANOGPT_BASE_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, str(repo_root / "scripts" / "chat_web.py"), "--model", "sft",
+                             "--port", str(port), "--max_tokens_limit", "16"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, proc.stdout.read()
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.get(f"{url}/health").status_code == 200
+            return False
+
+        assert wait_for(up, timeout=120)
+        assert httpx.get(f"{url}/v1/models").json()["data"][0]["id"] == "sft"
+        r = post(url, {"messages": USER, "max_tokens": 16})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
+        assert post(url, {"messages": USER, "max_tokens": 17}).status_code == 400
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
