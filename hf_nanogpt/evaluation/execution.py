@@ -182,8 +182,8 @@ def _read_capped(path: str, limit: int) -> str:
         return f.read(limit).decode("utf-8", errors="replace")
 
 
-def humaneval_program(problem: dict, completion: str) -> str:
-    """The program that checks `completion` against a HumanEval `problem`.
+def humaneval_solution(problem: dict, completion: str) -> str:
+    """The solution code for a HumanEval `problem` given a model's `completion`.
 
     `completion` is either a function body continuing `problem["prompt"]` (the classic HumanEval
     protocol) or a full solution that itself defines `entry_point` (what a chat model writes); in the
@@ -191,14 +191,21 @@ def humaneval_program(problem: dict, completion: str) -> str:
     """
     for key in ("prompt", "test", "entry_point"):
         if key not in problem:
-            raise KeyError(f"humaneval_program: problem lacks the key {key!r} (has {sorted(problem)})")
-    entry = problem["entry_point"]
-    if f"def {entry}(" in completion:
+            raise KeyError(f"humaneval: problem lacks the key {key!r} (has {sorted(problem)})")
+    if f"def {problem['entry_point']}(" in completion:
         imports = "\n".join(l for l in problem["prompt"].splitlines() if l.startswith(("import ", "from ")))
-        solution = imports + "\n\n" + completion
-    else:
-        solution = problem["prompt"] + completion
-    return f"{solution}\n\n{problem['test']}\n\ncheck({entry})\n"
+        return imports + "\n\n" + completion
+    return problem["prompt"] + completion
+
+
+def humaneval_test(problem: dict) -> str:
+    """The test code run after a solution: the problem's `check` function and the call to it."""
+    return f"{problem['test']}\n\ncheck({problem['entry_point']})\n"
+
+
+def humaneval_program(problem: dict, completion: str) -> str:
+    """The whole program that checks `completion` against `problem` (solution, then tests)."""
+    return humaneval_solution(problem, completion) + "\n\n" + humaneval_test(problem)
 
 
 def check_humaneval(problem: dict, completion: str, timeout: float = 5.0, memory_mb: int = 1024) -> ExecutionResult:
