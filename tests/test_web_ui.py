@@ -1,0 +1,138 @@
+"""The chat web page, driven in headless Debian Chromium (selenium + chromium-driver) against a REAL
+uvicorn server: type a message, click Send, watch the reply stream in; a second turn; Stop.
+
+Without /usr/bin/chromium and chromedriver the test skips with the reason, except when
+HF_NANOGPT_REQUIRE_BROWSER=1 (CI), where it fails: install them with
+`apt-get install -y chromium chromium-driver` (or `make install-browser`)."""
+
+import os
+import shutil
+import tempfile
+import time
+
+import httpx
+import pytest
+
+from hf_nanogpt.engine import Engine
+from hf_nanogpt.server import create_app
+from hf_nanogpt.tokenization import render_for_completion
+
+from test_server import live_server, slow_model  # noqa: E402  (tests/ is on sys.path under pytest)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1200,900"]
+
+
+def _browser_missing() -> str | None:
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not os.access(path, os.X_OK):
+            return f"{path} not found: apt-get install -y {package}"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed: pip install selenium"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = _browser_missing()
+    if missing:
+        if os.environ.get("HF_NANOGPT_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"HF_NANOGPT_REQUIRE_BROWSER=1 but the browser test cannot run: {missing}")
+        pytest.skip(f"browser test skipped: {missing}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="hf_nanogpt_chromium_")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    # An explicit driver path: selenium does not look for (or download) a driver itself.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_chat_page_streams_a_reply(browser, tiny_tokenizer):
+    from selenium.webdriver.common.by import By
+
+    model = slow_model(tiny_tokenizer, delay=0.03)  # ~30 ms per token: streaming is observable
+    engine = Engine.from_tokenizer(model, tiny_tokenizer)
+
+    def greedy(messages, max_tokens):
+        ids = engine.generate_batch(render_for_completion(tiny_tokenizer, messages), temperature=0.0,
+                                    max_tokens=max_tokens)[0][0]
+        return tiny_tokenizer.decode(ids, skip_special_tokens=False)
+
+    with live_server(create_app(model, tiny_tokenizer, model_name="tiny-web", max_tokens_limit=400)) as url:
+        browser.get(url + "/")
+        wait_until(lambda: browser.find_element(By.ID, "model-name").text == "tiny-web", what="the /health call")
+
+        def set_field(field_id: str, value: str) -> None:
+            element = browser.find_element(By.ID, field_id)
+            element.clear()
+            element.send_keys(value)
+
+        set_field("temperature", "0")
+        set_field("max-tokens", "40")
+        bubbles = lambda: browser.find_elements(By.CSS_SELECTOR, ".message.assistant")  # noqa: E731
+
+        def send(text: str):
+            browser.find_element(By.ID, "input").send_keys(text)
+            browser.find_element(By.ID, "send").click()
+            return wait_until(lambda: bubbles()[-1] if bubbles() else None, what="the reply bubble")
+
+        # turn 1: the reply grows in several steps while the state is "streaming"
+        bubble = send("Hello there!")
+        seen = []
+        while bubble.get_attribute("data-state") == "streaming":
+            text = bubble.get_property("textContent")
+            if text and (not seen or text != seen[-1]):
+                seen.append(text)
+            time.sleep(0.01)
+        assert bubble.get_attribute("data-state") == "done"
+        reply = greedy([{"role": "user", "content": "Hello there!"}], 40)
+        assert bubble.get_property("textContent") == reply
+        assert len(seen) >= 3, f"the reply arrived in {len(seen)} step(s), not streamed"
+        assert all(reply.startswith(s) for s in seen)
+        user_bubbles = browser.find_elements(By.CSS_SELECTOR, ".message.user")
+        assert [b.text for b in user_bubbles] == ["Hello there!"]
+
+        # turn 2: the page sends the whole conversation
+        bubble = send("Tell me more.")
+        wait_until(lambda: bubble.get_attribute("data-state") == "done", what="the second reply")
+        history = [{"role": "user", "content": "Hello there!"}, {"role": "assistant", "content": reply},
+                   {"role": "user", "content": "Tell me more."}]
+        assert bubble.get_property("textContent") == greedy(history, 40)
+
+        # Stop aborts the request; the server cancels the generation and frees the worker
+        set_field("max-tokens", "400")
+        before = model.forward_calls
+        bubble = send("A long one, please.")
+        wait_until(lambda: len(bubble.get_property("textContent")) > 5, what="the third reply to start")
+        browser.find_element(By.ID, "stop").click()
+        wait_until(lambda: bubble.get_attribute("data-state") == "stopped", what="the stopped state")
+        wait_until(lambda: httpx.get(f"{url}/health").json()["busy"] == 0, timeout=5, what="the worker slot")
+        ran = model.forward_calls - before
+        time.sleep(0.3)
+        assert model.forward_calls - before == ran < 300  # stopped, far from the 400 tokens asked for
+        assert not browser.find_elements(By.CSS_SELECTOR, ".message.error")
