@@ -1,0 +1,62 @@
+"""scripts/base_eval.py and scripts/chat_eval.py end to end on a tiny saved model, then the report card."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hf_nanogpt import NanoGPTConfig, NanoGPTForCausalLM
+
+
+def _run(repo_root, env, *args):
+    out = subprocess.run([sys.executable, *args], cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.parametrize("script", ["base_eval.py", "chat_eval.py"])
+def test_help(repo_root, script):
+    out = subprocess.run([sys.executable, f"scripts/{script}", "--help"], cwd=repo_root, capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, PYTHONPATH=str(repo_root)))
+    assert out.returncode == 0 and "usage:" in out.stdout and "--model" in out.stdout
+
+
+@pytest.mark.slow
+def test_eval_scripts_fill_the_report_card(tmp_path, repo_root, tiny_tokenizer):
+    torch.manual_seed(0)
+    model = NanoGPTForCausalLM(NanoGPTConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, max_position_embeddings=256,
+                                             bos_token_id=tiny_tokenizer.bos_token_id,
+                                             eos_token_id=tiny_tokenizer.eos_token_id))
+    for stage in ("base", "sft"):
+        model.save_pretrained(tmp_path / stage)
+        tiny_tokenizer.save_pretrained(tmp_path / stage)
+    env = dict(os.environ, HF_NANOGPT_BASE_DIR=str(tmp_path), PYTHONPATH=str(repo_root), HF_HUB_OFFLINE="1")
+
+    out = _run(repo_root, env, "scripts/base_eval.py", "--model", "base", "--tasks", "copa,lambada_openai",
+               "--max_per_task", "4", "--bpb_steps", "1", "--bpb_batch_size", "2")
+    assert "| copa |" in out and "**CORE** (2 tasks)" in out and "hellaswag (not in the bundle" in out
+    base = json.loads((tmp_path / "base" / "base_eval.json").read_text())
+    assert base["core"]["num_examples"] == {"copa": 4, "lambada_openai": 4}
+    assert 0 < base["val_bpb"] < 20 and len(base["samples"]) >= 5
+
+    _run(repo_root, env, "scripts/chat_eval.py", "-i", "sft", "-a", "ARC-Easy,GSM8K", "--max_problems", "2",
+         "--max_new_tokens", "4")
+    _run(repo_root, env, "scripts/chat_eval.py", "-i", "sft", "-a", "MMLU", "--max_problems", "2")
+    chat = json.loads((tmp_path / "sft" / "chat_eval.json").read_text())
+    assert list(chat["tasks"]) == ["MMLU"]  # the JSON holds the last run; the report section merges runs
+
+    _run(repo_root, env, "-m", "hf_nanogpt.report")
+    md = (tmp_path / "report.md").read_text()
+    core = base["core"]["core"]
+    assert f"| CORE | {core:.4f} | - | - |" in md
+    sections = {json.loads(p.read_text())["section"]: json.loads(p.read_text())["data"] for p in (tmp_path / "report").glob("*.json")}
+    sft = sections["chat-eval-sft"]
+    assert set(sft) >= {"ARC-Easy", "GSM8K", "MMLU", "ChatCORE"}
+    expected = ((sft["ARC-Easy"] - 0.25) / 0.75 + sft["GSM8K"] + (sft["MMLU"] - 0.25) / 0.75) / 3
+    assert sft["ChatCORE"] == pytest.approx(expected)
+    assert f"| ChatCORE | - | - | {sft['ChatCORE']:.4f} |" in md
+    assert sections["base-eval"]["tasks_missing"][:1] == ["hellaswag_zeroshot"]
