@@ -383,8 +383,9 @@ class BatchEncoder:
 def get_encoder(tokenizer, backend: str = "auto") -> Callable[[list[str]], list[list[int]]]:
     """A batch encoder for the data pipeline (no special tokens added; see `BatchEncoder`).
 
-    "auto" uses tiktoken when it is installed: `python scripts/bench.py tokenizer` measured the Hugging
-    Face path several times slower than tiktoken on the same merges; "hf" otherwise.
+    "auto" uses tiktoken when it is installed, "hf" otherwise: `python scripts/bench.py tokenizer` measured
+    the Hugging Face path 2.6-3.1x slower than tiktoken on the same merges (vocab 8192 and 32768, 2 CPU
+    cores), with identical ids.
     """
     if backend == "auto":
         try:
