@@ -2,9 +2,11 @@
 
 - `bpb.evaluate_bpb`: bits per byte of a base model on validation batches (tokenizer-independent loss).
 - `core.evaluate_core`: DCLM's CORE benchmark from the eval bundle (`core.yaml` + gauntlet jsonl).
-- `chat.run_chat_eval`: ARC-Easy/Challenge, MMLU (answer-letter logits), GSM8K, HumanEval, SpellingBee
+- `chat.evaluate_chat`: ARC-Easy/Challenge, MMLU (answer-letter logits), GSM8K, HumanEval, SpellingBee
   (generation), and ChatCORE.
+- `humaneval.HumanEval`: HumanEval as a chat task, judged in the sandbox.
 - `execution`: the sandbox that runs model-written programs, and pass@k.
+- `base`: fixed-prompt samples and the CORE table for `scripts/base_eval.py`.
 
 The aggregation steps are `evaluate` metric modules shipped inside this package under `metrics/`
 (`core`, `chat_core`, `humaneval`); they load by path, with no network:
