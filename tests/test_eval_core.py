@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_nanogpt import NanoGPTConfig, NanoGPTForCausalLM
-from hf_nanogpt.evaluation import load_metric, metric_path
+from hf_nanogpt.evaluation import metric_path
 from hf_nanogpt.evaluation.core import (
     CoreTask,
     bos_id,
