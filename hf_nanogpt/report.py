@@ -270,20 +270,32 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+# Keys under which a section lists what an aggregate left out (a partial CORE / ChatCORE gets a note).
+_MISSING_KEYS = {"CORE": "tasks_missing", "ChatCORE": "ChatCORE_tasks_missing"}
+
+
 def summary_table(sections: list[tuple[str, dict]]) -> str:
-    """nanochat's table: one row per metric, BASE / MID / SFT columns, '-' where not measured."""
+    """nanochat's table: one row per metric, BASE / MID / SFT columns, '-' where not measured. An
+    aggregate computed over part of its tasks is starred, with a note naming what it lacks."""
     merged = {}
     for name, data in sections:
         merged.setdefault(name, {}).update(data)
     rows = ["| Metric | " + " | ".join(STAGE_COLUMNS) + " |", "|---|" + "---|" * len(STAGE_COLUMNS)]
+    notes = []
     for metric in SUMMARY_METRICS:
         cells = []
-        for column_sections in STAGE_COLUMNS.values():
-            vals = [merged[s][metric] for s in column_sections if s in merged and merged[s].get(metric) is not None]
-            cells.append(f"{vals[0]:.4f}" if vals and isinstance(vals[0], (int, float)) else "-")
+        for column, column_sections in STAGE_COLUMNS.items():
+            found = [s for s in column_sections if s in merged and isinstance(merged[s].get(metric), (int, float))]
+            if not found:
+                cells.append("-")
+                continue
+            missing = merged[found[0]].get(_MISSING_KEYS.get(metric, ""), [])
+            cells.append(f"{merged[found[0]][metric]:.4f}" + ("*" if missing else ""))
+            if missing:
+                notes.append(f"\\* {column} {metric} is over the tasks evaluated; missing: {', '.join(missing)}.")
         if any(c != "-" for c in cells):
             rows.append(f"| {metric} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+    return "\n".join(rows + ([""] + notes if notes else []))
 
 
 def write_report(run_dir=None) -> Path:

@@ -55,7 +55,8 @@ def test_report_card_tables_plots_and_order(tmp_path):
     report.append(tmp_path, "chat-eval-sft", {"ARC-Easy": 0.31, "GSM8K": 0.02, "ChatCORE": 0.05, "wall_time_s": 30})
     report.append(tmp_path, "base-train", {"wall_time_s": 3725.0, "final_val_bpb": 1.9})
     report.append(tmp_path, "base-eval", {"CORE": 0.1234, "wall_time_s": 60})
-    report.append(tmp_path, "chat-eval-mid", {"ARC-Easy": 0.29, "MMLU": 0.27})
+    report.append(tmp_path, "chat-eval-mid", {"ARC-Easy": 0.29, "MMLU": 0.27, "ChatCORE": 0.03,
+                                              "ChatCORE_tasks_missing": ["GSM8K", "HumanEval"]})
     md = report.write_report(tmp_path).read_text()
 
     table = md.split("## Summary")[1].split("##")[0]
@@ -63,8 +64,9 @@ def test_report_card_tables_plots_and_order(tmp_path):
     assert "| CORE | 0.1234 | - | - |" in table
     assert "| ARC-Easy | - | 0.2900 | 0.3100 |" in table
     assert "| MMLU | - | 0.2700 | - |" in table
-    assert "| ChatCORE | - | - | 0.0500 |" in table
-    assert "HumanEval" not in table  # never measured: no row
+    assert "| ChatCORE | - | 0.0300* | 0.0500 |" in table  # partial ChatCORE is starred, with a note
+    assert "MID ChatCORE is over the tasks evaluated; missing: GSM8K, HumanEval." in table
+    assert "| HumanEval |" not in table  # never measured: no row
     assert "| base-train | 1h02m05s |" in md and "| **sum of stages** | **1h03m35s** |" in md
     env = md.split("## Environment")[1].split("##")[0]
     assert "- torch: " in env and "- git_commit: " in env and "- cpu_count: " in env
