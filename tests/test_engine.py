@@ -268,3 +268,17 @@ def test_real_model_samples_share_the_prefill():
     assert len(single) == 12 and calls[0] == (1, len(prompt)) and calls[1:] == [(4, 1)] * 11
     sampled = engine.generate_batch(prompt, num_samples=4, temperature=1.0, seed=3, max_tokens=12)[0]
     assert len({tuple(r) for r in sampled}) > 1
+
+
+def test_generate_benchmark_runs_and_checks_parity(capsys):
+    from hf_nanogpt.benchmarks import generate as bench
+
+    results = bench.main(["--depth", "1", "--head_dim", "32", "--vocab_size", "512", "--context", "64",
+                          "--prompt_tokens", "8", "--new_tokens", "6", "--samples", "2", "--repeats", "1"])
+    assert results["same_tokens"]
+    assert set(results["times"]) == {"engine", "generate", "llama", "engine_batch", "generate_batch"}
+    assert abs(results["params"]["llama"] - results["params"]["nano"]) / results["params"]["nano"] < 0.02
+    out = capsys.readouterr().out
+    assert "Llama `generate()` (matched)" in out and "identical (Engine vs `generate()`): yes" in out
+    with pytest.raises(SystemExit):
+        bench.main(["--context", "16", "--prompt_tokens", "10", "--new_tokens", "10"])
