@@ -74,7 +74,9 @@ def as_conversation_dataset(conversations):
         if not isinstance(messages, list):
             raise ValueError(f"conversation {i}: expected {{'messages': [...]}} or a list of messages, got {type(row).__name__}")
         rows.append(messages)
-    return datasets.Dataset.from_dict({"messages": rows}, features=datasets.Features({"messages": datasets.Json()}))
+    from ..tasks.base import messages_feature
+
+    return datasets.Dataset.from_dict({"messages": rows}, features=datasets.Features({"messages": messages_feature()}))
 
 
 def render_dataset(conversations, tokenizer, max_tokens: int, num_proc: int | None = None):

@@ -1,0 +1,99 @@
+"""Synthetic spelling tasks on words from the built-in corpus (offline, any size, deterministic).
+
+The word list is every lowercase word of 3-10 letters that occurs at least `MIN_COUNT` times in the
+stdlib corpus (identifiers and comment words alike) with a vowel and no letter tripled; a hash of the
+word puts about one in ten in the "test" split, so test words are never trained on.
+
+- SimpleSpelling: "Spell apple" -> "a p p l e" (letters separated by spaces). Teaches the letters of
+  tokens, which a BPE model otherwise never sees. Evaluated by exact match.
+- SpellingBee: "How many r in strawberry?" -> the calculator call `"strawberry".count("r")`, its
+  output, then `#### 3`. The model has to copy the word and the letter into the call and the tool's
+  result into the answer: short, regular, learnable by a tiny model. Evaluated on the `#### N` number.
+
+Rows are generated from `random.Random(f"{seed}/{split}")`, so a longer task extends a shorter one.
+"""
+
+import functools
+import hashlib
+import random
+import re
+import string
+from collections import Counter
+
+from ..calculator import use_calculator
+from .base import Task, extract_answer, rows_to_dataset, same_number
+
+MIN_COUNT = 10
+TEST_EVERY = 10  # hash(word) % 10 == 0 -> test word
+_WORD = re.compile(r"\b[a-z]{3,10}\b")
+_BEE_PROMPTS = ("How many {letter} in {word}?", "How many times does {letter} appear in {word}?",
+                "Count the letter {letter} in {word}.")
+
+
+@functools.lru_cache(maxsize=None)
+def _all_words() -> tuple[tuple[str, bool], ...]:
+    """(word, is_test) for every kept word of the stdlib corpus, sorted; one scan per process."""
+    from ..data.corpus import iter_stdlib_texts
+
+    counts = Counter()
+    for text in iter_stdlib_texts("all"):
+        counts.update(_WORD.findall(text))
+    kept = []
+    for word, count in sorted(counts.items()):
+        if count >= MIN_COUNT and set(word) & set("aeiouy") and not re.search(r"(.)\1\1", word):
+            kept.append((word, int(hashlib.sha1(word.encode()).hexdigest(), 16) % TEST_EVERY == 0))
+    return tuple(kept)
+
+
+def corpus_words(split: str = "train") -> tuple[str, ...]:
+    """Sorted words of the stdlib corpus for `split` ("train" or "test")."""
+    if split not in ("train", "test"):
+        raise ValueError(f"word split {split!r} is invalid: expected 'train' or 'test'")
+    return tuple(word for word, is_test in _all_words() if is_test == (split == "test"))
+
+
+def _word_split(split: str) -> str:
+    return "train" if split == "train" else "test"
+
+
+class SimpleSpelling(Task):
+    name = "simple_spelling"
+
+    def __init__(self, split: str = "train", size: int = 1000, seed: int = 0):
+        rng, words = random.Random(f"{seed}/{split}"), corpus_words(_word_split(split))
+        rows = []
+        for _ in range(size):
+            word = rng.choice(words)
+            letters = " ".join(word)
+            rows.append({"messages": [{"role": "user", "content": f"Spell {word}"},
+                                      {"role": "assistant", "content": letters}], "answer": letters})
+        super().__init__(rows_to_dataset(rows))
+
+    def evaluate(self, row: dict, completion: str) -> bool:
+        return completion.strip() == row["answer"]
+
+
+class SpellingBee(Task):
+    name = "spelling_bee"
+
+    def __init__(self, split: str = "train", size: int = 1000, seed: int = 0):
+        rng, words = random.Random(f"{seed}/{split}"), corpus_words(_word_split(split))
+        rows = []
+        for _ in range(size):
+            word = rng.choice(words)
+            # mostly letters of the word; sometimes any letter, so that 0 is a possible answer
+            letter = rng.choice(word) if rng.random() < 0.7 else rng.choice(string.ascii_lowercase)
+            call = f'"{word}".count("{letter}")'
+            output = use_calculator(call)
+            if output != str(word.count(letter)):
+                raise AssertionError(f"calculator gave {output!r} for {call}")  # keeps data and tool in sync
+            prompt = rng.choice(_BEE_PROMPTS).format(letter=letter, word=word)
+            rows.append({"messages": [{"role": "user", "content": prompt},
+                                      {"role": "assistant", "content": [
+                                          {"type": "python", "text": call}, {"type": "output", "text": output},
+                                          {"type": "text", "text": f"#### {output}"}]}],
+                         "answer": output})
+        super().__init__(rows_to_dataset(rows))
+
+    def evaluate(self, row: dict, completion: str) -> bool:
+        return same_number(extract_answer(completion), row["answer"])
