@@ -1,0 +1,491 @@
+"""The one Accelerate training loop shared by pretraining, mid-training and SFT.
+
+    accelerate launch scripts/pretrain.py recipes/d20.yaml          # 8 GPUs: see recipes/accelerate/
+    python scripts/pretrain.py recipes/tiny.yaml --num_iterations=50 # one process, CPU
+
+A stage is built by `prepare_stage(recipe)` (model, tokenizer, data, optimizer, derived plan) and run
+by `train(stage)`; `run(recipe)` does both and writes the final model. What happens at each step:
+
+1. `grad_accum_steps` micro-batches are drawn; their supervised targets are counted and summed over
+   processes, and every micro-batch loss is a sum over its targets divided by that global count, so
+   one step is exactly the mean over the whole (global) batch however it is split (the loss is
+   multiplied by the process count because DDP averages gradients over processes);
+2. a non-finite loss stops the run before the optimizer touches the weights (`nan_policy=stop`, the
+   last checkpoint stays the last good one) or skips the step (`nan_policy=skip`, at most 10 in a row);
+3. gradients are clipped (`grad_clip`), the lr schedule and Muon momentum warmup are applied, the
+   optimizer steps;
+4. every `log_every` steps a row (loss, lr multiplier, grad norm, tokens/s, MFU) goes to the progress
+   bar, `train_log.jsonl` and the tracker; val bits-per-byte every `eval_every`, CORE every
+   `core_metric_every`, samples every `sample_every`, a checkpoint every `save_every` steps.
+
+Resume (`resume_from=latest` or a checkpoint folder) restores weights, optimizer, RNG and data-loader
+state, so the per-step losses continue exactly as if the run had never stopped.
+"""
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from .checkpointing import Checkpointer, save_model_folder
+from .configuration_nanogpt import NanoGPTConfig
+from .modeling_nanogpt import NanoGPTForCausalLM
+from .optim import apply_schedule, build_optimizer, lr_multiplier, muon_momentum, parameter_groups_summary
+from .paths import base_dir, resolve_stage
+from .recipe import TrainingPlan, TrainRecipe, derive_plan, save_recipe
+
+logger = logging.getLogger(__name__)
+
+STAGE_DIRS = {"pretrain": "base", "mid": "mid", "sft": "sft"}
+MAX_SKIPPED_STEPS = 10
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the weights were not updated with it."""
+
+
+@dataclass
+class Stage:
+    """Everything a training run needs, built once by `prepare_stage`."""
+
+    recipe: TrainRecipe
+    accelerator: Accelerator
+    model: torch.nn.Module
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    train_loader: object
+    val_loader: object | None
+    plan: TrainingPlan
+    output_dir: Path
+    checkpointer: Checkpointer
+    token_bytes: torch.Tensor
+    peak_flops: float
+    peak_flops_source: str
+    start_step: int = 0
+    history: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- building a stage
+
+
+def build_model_config(recipe: TrainRecipe, tokenizer) -> NanoGPTConfig:
+    """The model of a pretraining recipe: `from_depth` sizing, tokenizer ids, recipe overrides."""
+    vocab = ((len(tokenizer) + 63) // 64) * 64  # pad to a multiple of 64: faster matmuls, unused rows unseen
+    fields = dict(vocab_size=vocab, max_position_embeddings=recipe.max_seq_len,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id)
+    if recipe.n_kv_head > 0:
+        fields["num_key_value_heads"] = recipe.n_kv_head
+    if recipe.window_pattern:
+        fields["window_pattern"] = recipe.window_pattern
+        if recipe.sliding_window > 0:
+            fields["sliding_window"] = recipe.sliding_window
+    if recipe.model_preset == "gpt2":
+        gpt2 = NanoGPTConfig.gpt2().to_dict()
+        for key in ("position_embedding", "norm_type", "norm_eps", "embedding_norm", "qk_norm", "hidden_act", "bias",
+                    "tie_word_embeddings", "final_logit_softcapping", "residual_scalars", "init_scheme"):
+            fields[key] = gpt2[key]
+    fields.update(recipe.model_config)
+    try:
+        return NanoGPTConfig.from_depth(recipe.depth, aspect_ratio=recipe.aspect_ratio, head_dim=recipe.head_dim,
+                                        **fields)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"recipe does not describe a valid model: {err}") from err
+
+
+def mixed_precision(recipe: TrainRecipe) -> str:
+    """accelerate's mixed_precision for `recipe.dtype` ("auto": bf16 on capable GPUs, else fp32)."""
+    if recipe.dtype == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"bfloat16": "bf16", "float16": "fp16", "float32": "no"}[recipe.dtype]
+
+
+# Dense bf16 peaks (no sparsity) of common accelerators, FLOP/s.
+_GPU_PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "4090": 165e12,
+              "3090": 71e12, "V100": 125e12}
+
+
+def device_peak_flops(device: torch.device) -> tuple[float, str]:
+    """(peak FLOP/s of one device, where the number comes from) for MFU."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peak in _GPU_PEAKS.items():
+            if key in name:
+                return peak, f"{name}: {peak / 1e12:.0f} TFLOP/s dense bf16 (datasheet)"
+        return float("nan"), f"{name}: peak unknown, MFU not reported"
+    # CPU: no datasheet; measure what a large float32 matmul reaches here (a ceiling in practice).
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    t0, n = time.perf_counter(), 5
+    for _ in range(n):
+        a @ b
+    peak = n * 2 * 1024**3 / (time.perf_counter() - t0)
+    return peak, f"CPU ({torch.get_num_threads()} threads): {peak / 1e9:.1f} GFLOP/s measured fp32 matmul"
+
+
+def _stage_data(recipe: TrainRecipe, tokenizer, rank: int, world: int):
+    """(train loader, val loader or None, tokens per epoch or None) for the recipe's stage."""
+    B, T = recipe.device_batch_size, recipe.max_seq_len
+    if recipe.stage == "pretrain":
+        from .data.pretrain import build_pretrain_loader
+
+        train = build_pretrain_loader(recipe.train_data, tokenizer, B, T, "train", rank=rank, world_size=world,
+                                      seed=recipe.seed, num_proc=recipe.num_proc)
+        val = build_pretrain_loader(recipe.val_data or recipe.train_data, tokenizer, B, T, "val", rank=rank,
+                                    world_size=world, seed=recipe.seed, num_proc=recipe.num_proc)
+        return train, val, None
+    from .data.sft import build_sft_loader
+    from .tasks.mixture import build_mixture
+
+    mixture = build_mixture(recipe.mixture, seed=recipe.seed)
+    train = build_sft_loader(mixture, tokenizer, B, T, rank=rank, world_size=world, seed=recipe.seed,
+                             mode=recipe.sft_packing, epochs=None, num_proc=recipe.num_proc)
+    val = None
+    if recipe.val_mixture:
+        val = build_sft_loader(build_mixture(recipe.val_mixture, seed=recipe.seed), tokenizer, B, T, rank=rank,
+                               world_size=world, seed=recipe.seed, mode=recipe.sft_packing, epochs=1,
+                               num_proc=recipe.num_proc)
+    return train, val, len(mixture) * T  # one row per conversation when padding (packing: fewer rows)
+
+
+def _load_start_model(recipe: TrainRecipe):
+    """(model, tokenizer) for the stage: a fresh model for pretraining, else the `init_from` folder."""
+    from .tokenization import load_tokenizer
+
+    if recipe.stage == "pretrain" and recipe.init_from is None:
+        tokenizer = load_tokenizer(resolve_stage(recipe.tokenizer))
+        return NanoGPTForCausalLM(build_model_config(recipe, tokenizer)), tokenizer
+    folder = resolve_stage(recipe.init_from)
+    tokenizer = load_tokenizer(folder)
+    model = NanoGPTForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    if model.config.max_position_embeddings < recipe.max_seq_len and model.config.position_embedding == "learned":
+        raise ValueError(f"recipe key max_seq_len={recipe.max_seq_len} exceeds the learned position table "
+                         f"({model.config.max_position_embeddings}) of {folder}")
+    return model, tokenizer
+
+
+def _apply_lora(model, recipe: TrainRecipe):
+    from peft import LoraConfig, get_peft_model
+
+    from . import LORA_TARGET_MODULES
+
+    targets = [t for t in LORA_TARGET_MODULES if any(n.endswith(t) for n, _ in model.named_modules())]
+    config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+                        target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -> Stage:
+    """Build the model, data, optimizer and plan of `recipe`; restore a checkpoint if asked."""
+    from .tokenization import token_bytes
+
+    recipe.validate()
+    accelerator = accelerator or Accelerator(mixed_precision=mixed_precision(recipe),
+                                             log_with=None if recipe.tracker == "none" else recipe.tracker,
+                                             project_dir=str(base_dir()))
+    set_seed(recipe.seed)  # same init on every process
+    output_dir = Path(recipe.output_dir) if recipe.output_dir else base_dir() / STAGE_DIRS[recipe.stage]
+    model, tokenizer = _load_start_model(recipe)
+    if recipe.lora_r > 0:
+        model = _apply_lora(model, recipe)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    train_loader, val_loader, tokens_per_epoch = _stage_data(recipe, tokenizer, rank, world)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    counts = base.parameter_counts()
+    matmul_params = counts["total"] - counts["embedding"]
+    plan = derive_plan(recipe, base.flops_per_token(recipe.max_seq_len), matmul_params, world, tokens_per_epoch)
+    optimizer = build_optimizer(model, matrix_lr=recipe.matrix_lr, embedding_lr=recipe.embedding_lr,
+                                unembedding_lr=recipe.unembedding_lr, scalar_lr=recipe.scalar_lr,
+                                lora_lr=recipe.lora_lr, weight_decay=recipe.weight_decay,
+                                betas=(recipe.adam_beta1, recipe.adam_beta2), momentum=recipe.muon_momentum,
+                                lr_scale=recipe.init_lr_frac, width=base.config.hidden_size)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if recipe.compile:
+        model = torch.compile(model)
+    peak, peak_source = device_peak_flops(accelerator.device)
+    stage = Stage(recipe=recipe, accelerator=accelerator, model=model, tokenizer=tokenizer, optimizer=optimizer,
+                  train_loader=train_loader, val_loader=val_loader, plan=plan, output_dir=output_dir,
+                  checkpointer=Checkpointer(output_dir, accelerator, keep=recipe.keep_checkpoints),
+                  token_bytes=token_bytes(tokenizer).to(accelerator.device), peak_flops=peak,
+                  peak_flops_source=peak_source)
+    if recipe.resume_from:
+        path = stage.checkpointer.resolve(recipe.resume_from)
+        meta, loader_state = stage.checkpointer.load(path, model, optimizer)
+        if loader_state is None:
+            raise ValueError(f"checkpoint {path} has no data-loader state for process {rank}: it was saved by "
+                             f"{meta.get('world_size')} processes")
+        train_loader.load_state_dict(loader_state)
+        stage.start_step, stage.history = int(meta["step"]), meta.get("history", {})
+    _log_setup(stage, counts)
+    if accelerator.is_main_process and not recipe.dry_run:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, output_dir / "recipe.yaml", asdict(plan) | {"parameters": counts,
+                                                                         "peak_flops": peak_source})
+    if recipe.tracker != "none":
+        accelerator.init_trackers(recipe.run_name, config=recipe.to_dict())
+    return stage
+
+
+def _log_setup(stage: Stage, counts: dict) -> None:
+    if not stage.accelerator.is_main_process:
+        return
+    p = stage.plan
+    logger.info("parameters: %s", ", ".join(f"{k}={v:,}" for k, v in counts.items()))
+    for row in parameter_groups_summary(stage.optimizer):
+        logger.info("optimizer group %(name)s: %(kind)s, %(tensors)d tensors, %(params)s params, lr %(lr).5g", row)
+    logger.info("plan: %d steps (%s) x %d tokens = %.3g tokens, grad accumulation %d over %d process(es), "
+                "%.3g FLOPs/token, %.3g FLOPs total", p.num_iterations, p.horizon_source, p.total_batch_size,
+                p.total_tokens, p.grad_accum_steps, p.world_size, p.flops_per_token, p.total_flops)
+    logger.info("MFU peak: %s", stage.peak_flops_source)
+    if stage.start_step:
+        logger.info("resumed at step %d", stage.start_step)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _sum_over_processes(value: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
+    if accelerator.num_processes == 1:
+        return value
+    return accelerator.reduce(value, reduction="sum")
+
+
+def _model_inputs(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "shift_labels", "attention_mask")}
+
+
+def evaluate_val_bpb(stage: Stage) -> float | None:
+    """Val bits per byte over about `eval_tokens` tokens (None when the stage has no val data)."""
+    from .evaluation.bpb import evaluate_bpb
+
+    if stage.val_loader is None:
+        return None
+    r = stage.recipe
+    steps = max(1, r.eval_tokens // (r.device_batch_size * r.max_seq_len * stage.accelerator.num_processes))
+    with stage.accelerator.autocast():
+        return evaluate_bpb(stage.model, iter(stage.val_loader), stage.token_bytes, steps=steps)
+
+
+class _Logger:
+    """Writes `train_log.jsonl` (main process) and forwards rows to the tracker."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        self.path = stage.output_dir / "train_log.jsonl"
+        self.enabled = stage.accelerator.is_main_process and not stage.recipe.dry_run
+        if self.enabled and stage.start_step == 0 and self.path.exists():
+            self.path.unlink()  # a fresh run starts a fresh log; a resumed one appends
+
+    def __call__(self, row: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        if self.stage.recipe.tracker != "none":
+            self.stage.accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+
+
+def train(stage: Stage) -> dict:
+    """Run the optimisation from `stage.start_step` to the planned number of steps; returns a summary."""
+    from tqdm.auto import tqdm
+
+    acc, r, plan, model, opt = stage.accelerator, stage.recipe, stage.plan, stage.model, stage.optimizer
+    log = _Logger(stage)
+    history = stage.history
+    history.setdefault("val_bpb", [])
+    params = [p for p in model.parameters() if p.requires_grad]
+    data = iter(stage.train_loader)
+    step, skipped = stage.start_step, 0
+    stop_at = plan.num_iterations if r.max_steps_per_run < 0 else min(plan.num_iterations,
+                                                                          step + r.max_steps_per_run)
+    tokens_per_step = plan.total_batch_size
+    bar = tqdm(total=plan.num_iterations, initial=step, disable=not acc.is_main_process, desc=r.stage,
+               dynamic_ncols=True)
+    timer, steps_timed, train_time = time.perf_counter(), 0, 0.0
+    last_loss = float("nan")
+
+    def due(every: int) -> bool:  # periodic work, never at step 0
+        return every > 0 and step > 0 and step % every == 0
+
+    model.train()
+    while step < stop_at:
+        # ---- periodic work on the weights *before* this step (step 0 = initial model)
+        # (a resumed run evaluates at its first step too: the interrupted run saved before evaluating it)
+        if r.eval_every > 0 and step % r.eval_every == 0:
+            _evaluate(stage, step, history, log)
+            timer = time.perf_counter()
+        if due(r.core_metric_every):
+            _core(stage, step, history, log)
+            timer = time.perf_counter()
+        if due(r.sample_every):
+            _sample(stage, step)
+            timer = time.perf_counter()
+
+        # ---- one optimizer step over grad_accum_steps micro-batches
+        micro = [next(data) for _ in range(plan.grad_accum_steps)]
+        n_items = sum((b["shift_labels"] != -100).sum() for b in micro).to(acc.device)
+        n_items = _sum_over_processes(n_items, acc).clamp(min=1)  # global supervised targets this step
+        loss_sum = torch.zeros((), device=acc.device)
+        for i, batch in enumerate(micro):
+            sync = acc.no_sync(model) if i < len(micro) - 1 else contextlib.nullcontext()
+            with sync, acc.autocast():
+                out = model(**_model_inputs(batch, acc.device), num_items_in_batch=n_items)
+                # out.loss = this micro-batch's summed loss / global count; DDP averages over processes
+                acc.backward(out.loss * acc.num_processes)
+            loss_sum += out.loss.detach()
+        loss = _sum_over_processes(loss_sum, acc).item()
+        if not math.isfinite(loss):
+            opt.zero_grad(set_to_none=True)
+            skipped += 1
+            if r.nan_policy == "stop" or skipped > MAX_SKIPPED_STEPS:
+                bar.close()
+                last = stage.checkpointer.root / "latest"
+                where = (f"the last good checkpoint is {stage.checkpointer.root / last.read_text().strip()}"
+                         if last.exists() else "no checkpoint was saved before it")
+                raise NonFiniteLossError(
+                    f"non-finite loss ({loss}) at step {step}{' after %d skipped steps' % (skipped - 1) if skipped > 1 else ''}; "
+                    f"the weights were not updated with it and {where}. Lower the learning rates "
+                    f"(matrix_lr={r.matrix_lr}, embedding_lr={r.embedding_lr}) or set nan_policy=skip")
+            logger.warning("non-finite loss at step %d: step skipped (%d in a row)", step, skipped)
+            step += 1
+            continue
+        skipped = 0
+        if r.grad_clip > 0:
+            grad_norm = acc.clip_grad_norm_(params, r.grad_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        lr_mult = lr_multiplier(step, plan.num_iterations, r.lr_schedule, r.warmup_ratio, r.warmdown_ratio,
+                                r.final_lr_frac)
+        apply_schedule(opt, lr_mult, muon_momentum(step, r.muon_momentum_start, r.muon_momentum,
+                                                   r.muon_momentum_warmup_steps))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        last_loss = loss
+
+        # ---- bookkeeping
+        elapsed = time.perf_counter() - timer
+        timer = time.perf_counter()
+        train_time += elapsed
+        steps_timed += 1
+        tok_s = tokens_per_step / max(elapsed, 1e-9)
+        mfu = plan.flops_per_token * tok_s / (stage.peak_flops * acc.num_processes)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
+        if step % r.log_every == 0 or step == plan.num_iterations:
+            log(dict(step=step, loss=loss, lr_mult=lr_mult, grad_norm=float(grad_norm), tokens_per_s=tok_s,
+                     mfu=mfu if math.isfinite(mfu) else None, time_s=train_time))
+        if due(r.save_every) and step < plan.num_iterations and not r.dry_run:
+            _save(stage, step, history)
+    bar.close()
+    finished = step >= plan.num_iterations
+    if finished:
+        _evaluate(stage, step, history, log)
+        if r.core_metric_every > 0:
+            _core(stage, step, history, log)
+    elif not r.dry_run:  # stopped early on purpose (max_steps_per_run): leave a resumable checkpoint
+        _save(stage, step, history)
+    return dict(step=step, finished=finished, loss=last_loss, train_time_s=train_time,
+                tokens_per_s=(steps_timed * tokens_per_step / train_time) if train_time else None,
+                val_bpb=history["val_bpb"][-1][1] if history["val_bpb"] else None,
+                min_val_bpb=min((v for _, v in history["val_bpb"]), default=None), history=history)
+
+
+def _evaluate(stage: Stage, step: int, history: dict, log) -> None:
+    bpb = evaluate_val_bpb(stage)
+    if bpb is None:
+        return
+    if history["val_bpb"] and history["val_bpb"][-1][0] == step:
+        return  # already evaluated at this step (e.g. the final step coincides with eval_every)
+    history["val_bpb"].append((step, bpb))
+    log(dict(step=step, val_bpb=bpb))
+    if stage.accelerator.is_main_process:
+        logger.info("step %d: val bpb %.4f", step, bpb)
+
+
+def _core(stage: Stage, step: int, history: dict, log) -> None:
+    from .evaluation.core import evaluate_core
+
+    model = stage.accelerator.unwrap_model(stage.model)
+    with stage.accelerator.autocast():
+        result = evaluate_core(model, stage.tokenizer, max_per_task=stage.recipe.core_metric_max_per_task)
+    history.setdefault("core", []).append((step, result["core"]))
+    log(dict(step=step, core=result["core"]))
+
+
+def _sample(stage: Stage, step: int) -> None:
+    from .evaluation.base import sample_base
+
+    if not stage.accelerator.is_main_process:
+        return
+    model = stage.accelerator.unwrap_model(stage.model)
+    for row in sample_base(model, stage.tokenizer, max_new_tokens=24):
+        logger.info("sample @%d: %r -> %r", step, row["prompt"], row["completion"])
+    model.train()
+
+
+def _save(stage: Stage, step: int, history: dict) -> Path:
+    path = stage.checkpointer.save(step, stage.model, stage.tokenizer, stage.optimizer,
+                                   stage.train_loader.state_dict(),
+                                   {"history": history, "plan": asdict(stage.plan), "recipe": stage.recipe.to_dict()})
+    if stage.accelerator.is_main_process:
+        logger.info("saved checkpoint %s", path)
+    return path
+
+
+# ----------------------------------------------------------------------------- the whole stage
+
+
+def finalize(stage: Stage, summary: dict) -> Path | None:
+    """Save the final model folder (merged model + adapters for LoRA) and append the report section."""
+    acc, r = stage.accelerator, stage.recipe
+    if r.dry_run or not summary["finished"]:
+        return None
+    acc.wait_for_everyone()
+    model = acc.unwrap_model(stage.model)
+    if acc.is_main_process:
+        if hasattr(model, "merge_and_unload"):  # LoRA: keep the adapters, publish the merged model
+            model.save_pretrained(stage.output_dir / "adapter")
+            stage.tokenizer.save_pretrained(stage.output_dir / "adapter")
+            model = model.merge_and_unload()
+        save_model_folder(stage.output_dir, model, stage.tokenizer)
+        from . import report
+
+        counts = model.parameter_counts()
+        report.append(stage.output_dir.parent, {"pretrain": "base-train", "mid": "mid-train", "sft": "sft-train"}[r.stage],
+                      {"steps": summary["step"], "final_loss": summary["loss"], "val_bpb": summary["val_bpb"],
+                       "min_val_bpb": summary["min_val_bpb"], "parameters": counts["total"],
+                       "tokens": stage.plan.total_tokens, "tokens_per_s": summary["tokens_per_s"],
+                       "train_time_s": summary["train_time_s"], "flops_per_token": stage.plan.flops_per_token,
+                       "depth": model.config.num_hidden_layers, "width": model.config.hidden_size,
+                       "world_size": acc.num_processes, "peak_flops": stage.peak_flops_source,
+                       "lora_r": r.lora_r})
+    acc.wait_for_everyone()
+    return stage.output_dir
+
+
+def run(recipe: TrainRecipe) -> dict:
+    """Prepare, train and finalize one stage; returns the training summary (plus `output_dir`)."""
+    stage = prepare_stage(recipe)
+    summary = train(stage)
+    out = finalize(stage, summary)
+    if recipe.tracker != "none":
+        stage.accelerator.end_training()
+    summary["output_dir"] = str(out) if out else None
+    if stage.accelerator.is_main_process:
+        logger.info("done: step %d, loss %.4f, val bpb %s%s", summary["step"], summary["loss"], summary["val_bpb"],
+                    f", model saved to {out}" if out else "")
+    return summary
+
+
+def configure_logging() -> None:
+    """Log lines with timestamps on the main process only (scripts call this first)."""
+    level = logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

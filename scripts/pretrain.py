@@ -1,0 +1,29 @@
+"""Pretrain a NanoGPT base model from a recipe (the main job).
+
+    # 8 GPUs, nanochat's d20 speedrun model (see recipes/accelerate/ for other launch configs)
+    accelerate launch --config_file recipes/accelerate/ddp_8gpu.yaml scripts/pretrain.py recipes/d20.yaml
+    # one CPU process, the embedded default
+    python scripts/pretrain.py recipes/tiny.yaml
+    # two CPU processes (gloo), overrides after the recipe
+    accelerate launch --num_processes 2 --cpu scripts/pretrain.py recipes/tiny.yaml --num_iterations=20
+
+Every key of the recipe can be overridden as --key=value (see --help). The model, optimizer and loader
+state are checkpointed under --output_dir (default $HF_NANOGPT_BASE_DIR/base); the final folder loads
+with AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True).
+"""
+
+import sys
+
+from hf_nanogpt.recipe import parse_recipe
+from hf_nanogpt.training import configure_logging, run
+
+
+def main(argv: list[str] | None = None) -> dict:
+    recipe = parse_recipe(sys.argv[1:] if argv is None else argv, description=__doc__,
+                          defaults={"stage": "pretrain"})
+    configure_logging()
+    return run(recipe)
+
+
+if __name__ == "__main__":
+    main()
