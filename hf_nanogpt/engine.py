@@ -235,6 +235,8 @@ class Engine:
         budget = max_tokens if max_tokens is not None else float("inf")
         if self.max_context is not None:  # the last generated token is never fed back, hence + 1
             budget = min(budget, self.max_context - len(prompt) + 1)
+        if budget <= 0:
+            return
         device = self.device
         generator = None
         if seed is not None:

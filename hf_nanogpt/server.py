@@ -29,6 +29,7 @@ back in that form is turned into the matching python/output parts, so tool-use h
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import uuid
@@ -42,6 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .engine import ChatTokens, Engine, TextStream, assistant_parts
 from .tokenization import render_for_completion
+
+logger = logging.getLogger(__name__)
 
 class ApiError(Exception):
     """An error answered to the client: HTTP status, message, and the OpenAI error type / param."""
@@ -262,6 +265,11 @@ def create_app(
     async def _api_error(request: Request, err: ApiError):
         return err.response()
 
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, err: Exception):  # a bug or a model failure, not bad input
+        logger.exception("request failed")
+        return ApiError(500, f"internal error: {type(err).__name__}: {err}", kind="server_error").response()
+
     def check_key(request: Request) -> None:
         if api_key is None:
             return
@@ -374,8 +382,13 @@ def create_app(
                         continue
                     delta = {"content": text} if text else {}
                     yield chunk([{"index": index, "delta": delta, "finish_reason": reason}])
-            except ApiError as err:  # headers are sent: report in-band
-                yield f"data: {json.dumps({'error': {'message': err.message, 'type': err.kind}})}\n\n"
+            except Exception as err:  # the headers are out: report in-band, then end the stream
+                if isinstance(err, ApiError):
+                    error = {"message": err.message, "type": err.kind}
+                else:
+                    logger.exception("generation failed mid-stream")
+                    error = {"message": f"internal error: {type(err).__name__}: {err}", "type": "server_error"}
+                yield f"data: {json.dumps({'error': error})}\n\n"
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(sse(), media_type="text/event-stream",

@@ -315,6 +315,57 @@ def test_disconnect_mid_stream_frees_the_slot(tiny_tokenizer):
         assert model.forward_calls == calls
 
 
+def test_calculator_tool_call_in_the_reply(tiny_tokenizer):
+    """A scripted model calls the calculator; the forced result appears in plain and streamed replies."""
+    from test_engine import ScriptedLM  # noqa: E402  (tests/ is on sys.path under pytest)
+
+    ids = lambda name: tiny_tokenizer.convert_tokens_to_ids(name)  # noqa: E731
+    call = [ids("<|python_start|>"), *tiny_tokenizer.encode("6*7", add_special_tokens=False), ids("<|python_end|>")]
+    after = tiny_tokenizer.encode(" is the answer", add_special_tokens=False)
+
+    def rule(history):
+        if ids("<|assistant_start|>") not in history:  # prefill positions: any answer will do
+            return 0
+        reply = history[len(history) - history[::-1].index(ids("<|assistant_start|>")):]
+        if len(reply) < len(call):
+            return call[len(reply)]
+        if ids("<|output_end|>") not in reply:
+            return after[0]  # the engine forces the tool output here instead
+        k = len(reply) - reply.index(ids("<|output_end|>")) - 1
+        return after[k] if k < len(after) else ids("<|assistant_end|>")
+
+    expected = "<|python_start|>6*7<|python_end|><|output_start|>42<|output_end|> is the answer"
+    with live_server(create_app(ScriptedLM(rule, vocab_size=len(tiny_tokenizer)), tiny_tokenizer)) as url:
+        plain = post(url, {"messages": USER, "max_tokens": 40}).json()["choices"][0]
+        assert plain["message"]["content"] == expected and plain["finish_reason"] == "stop"
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json={"messages": USER, "stream": True}) as r:
+            chunks = sse_events(r)[1:-1]
+        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == expected
+
+
+def test_a_failing_model_is_reported_and_frees_its_slot(tiny_tokenizer):
+    model = tiny_chat_model(tiny_tokenizer)
+    calls = []
+
+    def explode(module, args, output):
+        calls.append(1)
+        if len(calls) == 3:  # fail mid-generation
+            raise RuntimeError("device lost")
+
+    model.register_forward_hook(explode)
+    with live_server(create_app(model, tiny_tokenizer)) as url:
+        r = post(url, {"messages": USER, "max_tokens": 10})
+        assert r.status_code == 500 and r.json()["error"]["message"] == "internal error: RuntimeError: device lost"
+        calls.clear()
+        with httpx.stream("POST", f"{url}/v1/chat/completions",
+                          json={"messages": USER, "max_tokens": 10, "stream": True}) as r:
+            events = sse_events(r)
+        assert r.status_code == 200 and events[-1] == "[DONE]"
+        assert events[-2] == {"error": {"message": "internal error: RuntimeError: device lost", "type": "server_error"}}
+        health = lambda: httpx.get(f"{url}/health").json()  # noqa: E731
+        assert wait_for(lambda: (health()["busy"], health()["served"]) == (0, 2))
+
+
 def test_text_stream_holds_back_partial_characters(tiny_tokenizer):
     ids = tiny_tokenizer.encode("héllo → wörld ✓", add_special_tokens=False)
     stream = TextStream(lambda t: tiny_tokenizer.decode(t))
