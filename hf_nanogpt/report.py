@@ -18,9 +18,10 @@ Sections this module knows by name (others are listed after them, in the order w
 | `sft-train`        | sft               | `wall_time_s`                                                |
 | `chat-eval-sft`    | chat_eval -i sft  | as `chat-eval-mid` (SFT column)                              |
 
+A section's duration is its `wall_time_s` (or `train_time_s`, as the training loop writes it).
 Training stages also write `<run_dir>/<stage>/train_log.jsonl` (one JSON object per line: `step`,
-`loss`, `lr`, `grad_norm`, `tokens_per_s`, `mfu`; validation rows carry `val_bpb`); the card plots
-those as PNGs (matplotlib, Agg backend) under `<run_dir>/report/`.
+`loss`, `lr` (or `lr_mult`), `grad_norm`, `tokens_per_s`, `mfu`; validation rows carry `val_bpb`); the
+card plots those as PNGs (matplotlib, Agg backend) under `<run_dir>/report/`.
 """
 
 import argparse
@@ -41,8 +42,12 @@ SECTION_ORDER = ("header", "environment", "tokenizer", "tokenizer-eval", "base-t
 SUMMARY_METRICS = ("CORE", "ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee", "ChatCORE")
 STAGE_COLUMNS = {"BASE": ("base-eval", "chat-eval-base"), "MID": ("chat-eval-mid",), "SFT": ("chat-eval-sft",)}
 TRAIN_STAGES = ("base", "mid", "sft")
-PLOTTED = {"loss": "train loss", "val_bpb": "validation bits per byte", "lr": "learning rate",
-           "tokens_per_s": "throughput (tokens/s)", "mfu": "MFU (%)", "grad_norm": "gradient norm"}
+# Plotted quantities: file stem -> (title, keys accepted in train_log.jsonl, first found wins).
+PLOTTED = {"loss": ("train loss", ("loss",)), "val_bpb": ("validation bits per byte", ("val_bpb",)),
+           "lr": ("learning rate (multiplier of each group's base rate when logged as lr_mult)", ("lr", "lr_mult")),
+           "tokens_per_s": ("throughput (tokens/s)", ("tokens_per_s",)), "mfu": ("MFU", ("mfu",)),
+           "grad_norm": ("gradient norm", ("grad_norm",))}
+WALL_TIME_KEYS = ("wall_time_s", "train_time_s")  # a section's duration, first found wins
 
 
 def _report_dir(run_dir) -> Path:
@@ -222,20 +227,25 @@ def plot_training(run_dir, out_dir=None) -> list[Path]:
     logs = {s: read_train_log(run_dir / s / "train_log.jsonl") for s in TRAIN_STAGES
             if (run_dir / s / "train_log.jsonl").is_file()}
     written = []
-    for key, title in PLOTTED.items():
-        series = {s: [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))] for s, rows in logs.items()}
-        series = {s: pts for s, pts in series.items() if pts}
+    for stem, (title, keys) in PLOTTED.items():
+        series = {}
+        for stage, rows in logs.items():
+            for key in keys:
+                pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+                if pts:
+                    series[stage] = pts
+                    break
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(7, 4))
         for stage, pts in series.items():
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=stage, marker="o" if len(pts) < 20 else None)
-        ax.set(title=title, xlabel="step (within stage)", ylabel=key)
+        ax.set(title=title, xlabel="step (within stage)", ylabel=stem)
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{key}.png"
+        path = out_dir / f"{stem}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
@@ -314,7 +324,8 @@ def write_report(run_dir=None) -> Path:
     env = dict(sections[[n for n, _ in sections].index("environment")][1])
     lines += ["## Environment", ""] + [f"- {k}: {_fmt(v)}" for k, v in env.items()] + [""]
     lines += ["## Summary", "", summary_table(sections), ""]
-    timings = [(n, d["wall_time_s"]) for n, d in sections if isinstance(d.get("wall_time_s"), (int, float))]
+    timings = [(n, next(d[k] for k in WALL_TIME_KEYS if isinstance(d.get(k), (int, float))))
+               for n, d in sections if any(isinstance(d.get(k), (int, float)) for k in WALL_TIME_KEYS)]
     if timings:
         lines += ["## Wall time", "", "| stage | wall time |", "|---|---|"]
         lines += [f"| {n} | {_duration(t)} |" for n, t in timings]

@@ -9,13 +9,13 @@ import pytest
 from hf_nanogpt import report
 
 
-def _write_log(path, n, bad_line_at=None, torn_tail=False):
+def _write_log(path, n, bad_line_at=None, torn_tail=False, lr_key="lr"):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for s in range(n):
             if s == bad_line_at:
                 f.write("not json\n")
-            f.write(json.dumps({"step": s, "loss": 5.0 - 0.1 * s, "lr": 0.01, "grad_norm": 1.0,
+            f.write(json.dumps({"step": s, "loss": 5.0 - 0.1 * s, lr_key: 0.01, "grad_norm": 1.0,
                                 "tokens_per_s": 1000.0 + s, "mfu": 0.5}) + "\n")
             if s % 5 == 0:
                 f.write(json.dumps({"step": s, "val_bpb": 2.0 - 0.01 * s}) + "\n")
@@ -51,9 +51,9 @@ def test_timed_records_wall_time_even_on_failure(tmp_path):
 def test_report_card_tables_plots_and_order(tmp_path):
     report.reset(tmp_path)
     _write_log(tmp_path / "base" / "train_log.jsonl", 12, torn_tail=True)
-    _write_log(tmp_path / "sft" / "train_log.jsonl", 4)
+    _write_log(tmp_path / "sft" / "train_log.jsonl", 4, lr_key="lr_mult")  # the training loop's name
     report.append(tmp_path, "chat-eval-sft", {"ARC-Easy": 0.31, "GSM8K": 0.02, "ChatCORE": 0.05, "wall_time_s": 30})
-    report.append(tmp_path, "base-train", {"wall_time_s": 3725.0, "final_val_bpb": 1.9})
+    report.append(tmp_path, "base-train", {"train_time_s": 3725.0, "final_val_bpb": 1.9})
     report.append(tmp_path, "base-eval", {"CORE": 0.1234, "wall_time_s": 60})
     report.append(tmp_path, "chat-eval-mid", {"ARC-Easy": 0.29, "MMLU": 0.27, "ChatCORE": 0.03,
                                               "ChatCORE_tasks_missing": ["GSM8K", "HumanEval"]})
