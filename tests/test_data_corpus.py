@@ -115,6 +115,7 @@ def test_cache_follows_file_changes(tmp_path):
 @pytest.mark.parametrize("spec, error, message", [
     ("", ValueError, "is empty"),
     ("{tmp}/missing.txt", FileNotFoundError, "missing.txt does not exist"),
+    ("data/missing.jsonl", FileNotFoundError, "data/missing.jsonl does not exist"),  # not a hub id
     ("{tmp}/nothing*.parquet", FileNotFoundError, "no file matches the pattern"),
     ("{tmp}/data.csv", ValueError, "unsupported extension '.csv'"),
     ("{tmp}/a.txt[1:50%]", ValueError, "mix of integer and percentage bounds"),

@@ -95,7 +95,8 @@ def test_ranks_split_the_global_row_sequence(corpus, tiny_tokenizer):
             assert torch.equal(joined, whole["input_ids"][:len(joined)])
         if split == "val":  # no document is seen by both ranks
             bos = tiny_tokenizer.bos_token_id
-            docs = [{tuple(s) for b in p for r in b["input_ids"].tolist() for s in segments(r, bos)[:-1]} for p in parts]
+            docs = [{tuple(s) for b in p for r in b["input_ids"].tolist() for s in segments(r, bos)[:-1]}
+                    for p in parts]
             assert docs[0] and docs[1] and not docs[0] & docs[1]
 
 
@@ -197,7 +198,8 @@ def test_streaming_ranks_read_disjoint_shards(stream_dir, tiny_tokenizer):
     seen = []
     for rank in range(2):
         val = build_pretrain_loader(f"hf:{root}@train", tiny_tokenizer, 2, 32, "val", rank=rank, world_size=2)
-        segs = {tuple(s) for b in val for r in b["input_ids"].tolist() for s in segments(r, tiny_tokenizer.bos_token_id)}
+        bos = tiny_tokenizer.bos_token_id
+        segs = {tuple(s) for b in val for r in b["input_ids"].tolist() for s in segments(r, bos)}
         seen.append({i for i, d in enumerate(docs) for s in segs if len(s) > 8 and tuple(d[:len(s)]) == s})
     assert seen[0] and seen[1] and not seen[0] & seen[1]
     assert seen[0] <= set(range(30)) and seen[1] <= set(range(30, 60))

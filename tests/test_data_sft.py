@@ -100,7 +100,8 @@ def test_exact_resume(tiny_tokenizer):
 
 def test_micro_batch_without_targets_gives_no_nan(tiny_tokenizer):
     # the answer is cut off by seq_len: no supervised target at all in this micro-batch
-    long_question = [{"messages": [{"role": "user", "content": "tell me " * 40}, {"role": "assistant", "content": "ok"}]}]
+    long_question = [{"messages": [{"role": "user", "content": "tell me " * 40},
+                                   {"role": "assistant", "content": "ok"}]}]
     batch = next(iter(build_sft_loader(long_question, tiny_tokenizer, 1, 16, epochs=1)))
     assert (batch["shift_labels"] == -100).all() and int(batch["num_items_in_batch"]) == 1
     model = NanoGPTForCausalLM(NanoGPTConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, num_hidden_layers=2,

@@ -28,7 +28,8 @@ def test_simple_spelling():
     assert task.evaluate(row, " " + row["answer"] + "\n") and not task.evaluate(row, row["answer"][:-1])
     # deterministic and prefix-stable; the test split draws only test words
     assert get_task("simple_spelling", size=10, seed=3).dataset[:]["messages"] == task.dataset[:10]["messages"]
-    test_words = {r["messages"][0]["content"].removeprefix("Spell ") for r in get_task("simple_spelling", split="test", size=50)}
+    test_rows = get_task("simple_spelling", split="test", size=50)
+    test_words = {r["messages"][0]["content"].removeprefix("Spell ") for r in test_rows}
     assert test_words <= set(corpus_words("test"))
 
 

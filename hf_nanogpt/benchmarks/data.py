@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         ds = load_corpus(args.spec, "train", cache_dir=cache / "text")
         build = time.perf_counter() - t0
         chars = sum(len(t) for t in ds["text"])
-        print(f"\ncorpus {args.spec!r} train: {len(ds)} documents, {chars / 1e6:.1f}M characters, built in {build:.1f}s")
+        print(f"\ncorpus {args.spec!r} train: {len(ds)} documents, {chars / 1e6:.1f}M characters, "
+              f"built in {build:.1f}s")
 
         texts = ds["text"]
         t0 = time.perf_counter()

@@ -9,6 +9,7 @@ Spec syntax (`train_data` / `val_data` in a recipe)::
             | "hf:" REPO [":" CONFIG] ["@" SPLIT]
                                             a Hugging Face Hub dataset, streamed ("text" column)
             | OWNER/NAME                    shorthand for hf:OWNER/NAME when no such local path exists
+                                            (and NAME has no .txt/.jsonl/.parquet suffix)
     slice  := [START] ":" [END]             Python slice bounds, both integers or both percentages:
             integers pick files from the sorted list of matched files (nanochat: `shards/*.parquet[:-1]`
             trains on every shard but the last, `shards/*.parquet[-1:]` validates on it);
@@ -165,8 +166,9 @@ def parse_spec(spec: str, split: str = "train") -> CorpusSpec:
             raise ValueError(f"corpus spec {spec!r}: the stdlib corpus takes no slice (its split is built in)")
         return CorpusSpec(text=spec, kind="stdlib", files=stdlib_files(split), split=split)
     hub = source[3:] if source.startswith("hf:") else None
-    if hub is None and _HUB_ID.match(source) and not Path(os.path.expanduser(source)).exists():
-        hub = source
+    if (hub is None and _HUB_ID.match(source) and not source.endswith(LOCAL_SUFFIXES)
+            and not Path(os.path.expanduser(source)).exists()):
+        hub = source  # OWNER/NAME that is not a local path (a missing "dir/file.txt" stays a local error)
     if hub is not None:
         if bounds is not None:
             raise ValueError(f"corpus spec {spec!r}: hub datasets take no slice; name a split with @SPLIT")
@@ -281,7 +283,8 @@ def _parquet_texts(files: list[Path], frac) -> Iterator[str]:
     for path in files:
         meta = pq.ParquetFile(path)
         if "text" not in meta.schema_arrow.names:
-            raise ValueError(f"{path}: parquet file has no 'text' column (columns: {', '.join(meta.schema_arrow.names)})")
+            columns = ", ".join(meta.schema_arrow.names)
+            raise ValueError(f"{path}: parquet file has no 'text' column (columns: {columns})")
         counts.append(meta.metadata.num_rows)
     lo, hi = _cut(sum(counts), frac)
     start = 0
@@ -304,7 +307,8 @@ def iter_local_documents(files: list[Path], content_slice=None) -> Iterator[str]
     """Documents of local files (the rules of the module docstring), in file order."""
     suffixes = {p.suffix for p in files}
     if len(suffixes) > 1:
-        raise ValueError(f"local corpus mixes file types {sorted(suffixes)}: use one of {', '.join(LOCAL_SUFFIXES)} per spec")
+        raise ValueError(f"local corpus mixes file types {sorted(suffixes)}: use one of "
+                         f"{', '.join(LOCAL_SUFFIXES)} per spec")
     suffix = suffixes.pop()
     if suffix == ".parquet":
         yield from _parquet_texts(files, content_slice)

@@ -72,7 +72,8 @@ def as_conversation_dataset(conversations):
     for i, row in enumerate(conversations):
         messages = row.get("messages") if isinstance(row, dict) else row
         if not isinstance(messages, list):
-            raise ValueError(f"conversation {i}: expected {{'messages': [...]}} or a list of messages, got {type(row).__name__}")
+            raise ValueError(f"conversation {i}: expected {{'messages': [...]}} or a list of messages, "
+                             f"got {type(row).__name__}")
         rows.append(messages)
     from ..tasks.base import messages_feature
 

@@ -58,7 +58,8 @@ def check_conversation(messages, where: str = "conversation") -> None:
             raise ValueError(f"{where}: message {i} ({role}) content must be a string"
                              + (" or a list of parts" if role == "assistant" else "") + f", got {content!r:.80}")
         for j, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") not in PART_TYPES or not isinstance(part.get("text"), str):
+            if (not isinstance(part, dict) or part.get("type") not in PART_TYPES
+                    or not isinstance(part.get("text"), str)):
                 raise ValueError(f'{where}: message {i}, part {j}: expected {{"type": "text"|"python"|"output", '
                                  f'"text": str}}, got {part!r:.80}')
     if len(messages) == offset or messages[-1]["role"] != "assistant":
@@ -109,7 +110,8 @@ def load_rows(hub_id: str, config: str | None, split: str, path: str | Path | No
                 raise ValueError(f"task data file {path} holds no rows")
             ds = datasets.Dataset.from_list(rows)
         else:
-            raise ValueError(f"task data file {path}: unsupported extension {path.suffix!r} (use .jsonl, .json or .parquet)")
+            raise ValueError(f"task data file {path}: unsupported extension {path.suffix!r} "
+                             "(use .jsonl, .json or .parquet)")
         source = str(path)
     else:
         ds = datasets.load_dataset(hub_id, config, split=split)

@@ -66,7 +66,8 @@ def chat_completion(base_url: str, api_key: str | None, model: str, messages: li
         with urllib.request.urlopen(request, timeout=timeout) as response:
             reply = json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as err:
-        raise RuntimeError(f"{request.full_url}: HTTP {err.code}: {err.read()[:300].decode(errors='replace')}") from None
+        detail = err.read()[:300].decode(errors="replace")
+        raise RuntimeError(f"{request.full_url}: HTTP {err.code}: {detail}") from None
     try:
         return reply["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):

@@ -39,7 +39,8 @@ class MMLU(Task):
         config, hub_split = ("auxiliary_train", "train") if split == "train" else ("all", split)
         raw = load_rows("cais/mmlu", config, hub_split, path, ())
         gauntlet = {"query", "gold", "choices"} <= set(raw.column_names)
-        if not gauntlet and not ({"question", "choices", "answer"} <= set(raw.column_names) or "train" in raw.column_names):
+        hub = {"question", "choices", "answer"} <= set(raw.column_names) or "train" in raw.column_names
+        if not gauntlet and not hub:
             raise ValueError(f"MMLU data ({path or 'cais/mmlu'}): expected question/choices/answer columns (hub) or "
                              f"query/choices/gold (gauntlet), got {', '.join(raw.column_names)}")
         rows = []
