@@ -142,6 +142,10 @@ class WorkerPool:
     def stats(self) -> dict:
         return {"workers": self.workers, "busy": self.busy, "queued": self.queued, "served": self.served}
 
+    def full(self) -> bool:
+        """True when a new request would find no free slot and no room in the queue."""
+        return self.busy >= self.workers and self.queued >= self.max_queue
+
     def _abandon(self, acquire: asyncio.Future) -> None:
         """Give up a pending or finished slot acquisition without leaking the slot."""
         if acquire.done():
@@ -159,7 +163,7 @@ class WorkerPool:
         """
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.workers)
-        if self.queued >= self.max_queue:
+        if self.full():
             raise ApiError(503, f"server busy: {self.queued} requests already queued", kind="server_busy")
         loop = asyncio.get_running_loop()
         items: asyncio.Queue = asyncio.Queue()
@@ -349,7 +353,7 @@ def create_app(
     async def chat_completions(request: Request):
         check_key(request)
         req, prompt, max_tokens = await parse(request)
-        if pool.queued >= pool.max_queue:  # refuse before a stream starts, while a status code can say so
+        if pool.full():  # refuse before a stream starts, while a status code can say so
             raise ApiError(503, f"server busy: {pool.queued} requests already queued", kind="server_busy")
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_name}
         events = completion_events(request, req, prompt, max_tokens)

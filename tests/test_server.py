@@ -343,6 +343,23 @@ def test_calculator_tool_call_in_the_reply(tiny_tokenizer):
         assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == expected
 
 
+def test_a_full_queue_is_refused_with_503(tiny_tokenizer):
+    model = slow_model(tiny_tokenizer, delay=0.02)
+    body = {"messages": USER, "max_tokens": 200, "stream": True}
+    with live_server(create_app(model, tiny_tokenizer, workers=1, max_queue=1)) as url:
+        health = lambda: httpx.get(f"{url}/health").json()  # noqa: E731
+        with httpx.Client(timeout=30) as running, httpx.Client(timeout=30) as waiting:
+            with running.stream("POST", f"{url}/v1/chat/completions", json=body):
+                assert wait_for(lambda: health()["busy"] == 1)
+                with waiting.stream("POST", f"{url}/v1/chat/completions", json=body):
+                    assert wait_for(lambda: health()["queued"] == 1)
+                    for refused in (post(url, {"messages": USER}), post(url, body)):
+                        assert refused.status_code == 503
+                        assert "server busy: 1 requests already queued" in refused.json()["error"]["message"]
+        assert wait_for(lambda: health()["busy"] == 0 and health()["queued"] == 0)
+        assert post(url, {"messages": USER, "max_tokens": 3}).status_code == 200
+
+
 def test_a_failing_model_is_reported_and_frees_its_slot(tiny_tokenizer):
     model = tiny_chat_model(tiny_tokenizer)
     calls = []
