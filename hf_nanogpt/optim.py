@@ -7,10 +7,13 @@ Parameter groups (nanochat's split; every trainable parameter lands in exactly o
 | matrix     | q/k/v/o and MLP weights inside the blocks    | Muon      | matrix_lr x sqrt(max(1, rows/cols))|
 | embedding  | token (and learned position) embeddings      | AdamW     | embedding_lr x (d/768)^-0.5        |
 | lm_head    | the output projection (absent when tied)     | AdamW     | unembedding_lr x (d/768)^-0.5      |
-| scalar     | residual lambdas, norm weights, biases       | AdamW     | scalar_lr x (d/768)^-0.5           |
+| x0         | x0_lambdas (input-embedding mix scalars)     | AdamW     | scalar_lr, betas (0.96, 0.95)      |
+| scalar     | resid_lambdas, norm weights, biases          | AdamW     | scalar_lr x 0.01                   |
 | adapter    | LoRA A/B matrices (PEFT)                     | AdamW     | lora_lr                            |
 
-The AdamW learning rates were tuned by nanochat at width 768 and scale as 1/sqrt(width).
+The embedding and head learning rates were tuned by nanochat at width 768 and scale as
+1/sqrt(width); the scalars' are width-independent (nanochat: the residual scalars move 100x slower
+than the x0 mixing scalars).
 
 `MuonAdamW` is one `torch.optim.Optimizer` that runs both update rules, so accelerate, LR schedulers,
 checkpoints and `transformers.Trainer` see a single optimizer. Its Muon update is the one of
@@ -154,8 +157,8 @@ class MuonAdamW(torch.optim.Optimizer):
 def classify_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """Split trainable parameters into the groups of the module docstring (by module role, not name
     patterns, so wrapped models -- PEFT, DDP, FSDP -- classify the same way)."""
-    groups: dict[str, list[tuple[str, nn.Parameter]]] = {k: [] for k in
-                                                         ("matrix", "embedding", "lm_head", "scalar", "adapter")}
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {
+        k: [] for k in ("matrix", "embedding", "lm_head", "x0", "scalar", "adapter")}
     seen: set[int] = set()
     for mod_name, module in model.named_modules():
         role = getattr(module, "init_role", None)
@@ -172,6 +175,8 @@ def classify_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parame
                 kind = "lm_head"
             elif p.ndim == 2:
                 kind = "matrix"
+            elif p_name == "x0_lambdas":
+                kind = "x0"
             else:
                 kind = "scalar"
             groups[kind].append((name, p))
@@ -195,7 +200,8 @@ def build_optimizer(model: nn.Module, *, matrix_lr: float = 0.02, embedding_lr: 
         "matrix": ("muon", matrix_lr),
         "embedding": ("adamw", embedding_lr * adam_scale),
         "lm_head": ("adamw", unembedding_lr * adam_scale),
-        "scalar": ("adamw", scalar_lr * adam_scale),
+        "x0": ("adamw", scalar_lr),
+        "scalar": ("adamw", scalar_lr * 0.01),
         "adapter": ("adamw", lora_lr),
     }
     param_groups = []
@@ -206,6 +212,8 @@ def build_optimizer(model: nn.Module, *, matrix_lr: float = 0.02, embedding_lr: 
         lr *= lr_scale
         group = dict(name=name, kind=kind, params=[p for _, p in params], lr=lr, initial_lr=lr)
         group["weight_decay"] = weight_decay if kind == "muon" else 0.0
+        if name == "x0":
+            group["betas"] = (0.96, betas[1])
         param_groups.append(group)
     return MuonAdamW(param_groups, momentum=momentum, betas=betas)
 

@@ -71,6 +71,7 @@ class Stage:
     peak_flops_source: str
     start_step: int = 0
     history: dict = field(default_factory=dict)
+    val_start_state: dict | None = None  # every evaluation reads the same val batches from the start
 
 
 # ----------------------------------------------------------------------------- building a stage
@@ -188,7 +189,10 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
     from .tokenization import token_bytes
 
     recipe.validate()
-    accelerator = accelerator or Accelerator(mixed_precision=mixed_precision(recipe),
+    # Without GPUs, a torchrun-style launch (`accelerate launch --num_processes 2`) needs cpu=True for
+    # accelerate to set up gloo (MULTI_CPU) instead of silently running independent processes.
+    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = accelerator or Accelerator(cpu=cpu, mixed_precision=mixed_precision(recipe),
                                              log_with=None if recipe.tracker == "none" else recipe.tracker,
                                              project_dir=str(base_dir()))
     set_seed(recipe.seed)  # same init on every process
@@ -216,6 +220,8 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
                   checkpointer=Checkpointer(output_dir, accelerator, keep=recipe.keep_checkpoints),
                   token_bytes=token_bytes(tokenizer).to(accelerator.device), peak_flops=peak,
                   peak_flops_source=peak_source)
+    if val_loader is not None:
+        stage.val_start_state = val_loader.state_dict()
     if recipe.resume_from:
         path = stage.checkpointer.resolve(recipe.resume_from)
         meta, loader_state = stage.checkpointer.load(path, model, optimizer)
@@ -270,6 +276,7 @@ def evaluate_val_bpb(stage: Stage) -> float | None:
         return None
     r = stage.recipe
     steps = max(1, r.eval_tokens // (r.device_batch_size * r.max_seq_len * stage.accelerator.num_processes))
+    stage.val_loader.load_state_dict(stage.val_start_state)  # the same batches at every evaluation
     with stage.accelerator.autocast():
         return evaluate_bpb(stage.model, iter(stage.val_loader), stage.token_bytes, steps=steps)
 

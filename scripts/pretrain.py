@@ -4,8 +4,8 @@
     accelerate launch --config_file recipes/accelerate/ddp_8gpu.yaml scripts/pretrain.py recipes/d20.yaml
     # one CPU process, the embedded default
     python scripts/pretrain.py recipes/tiny.yaml
-    # two CPU processes (gloo), overrides after the recipe
-    accelerate launch --num_processes 2 --cpu scripts/pretrain.py recipes/tiny.yaml --num_iterations=20
+    # two CPU processes (torchrun + gloo on a machine without GPUs), overrides after the recipe
+    accelerate launch --multi_gpu --num_processes 2 scripts/pretrain.py recipes/tiny.yaml --num_iterations=20
 
 Every key of the recipe can be overridden as --key=value (see --help). The model, optimizer and loader
 state are checkpointed under --output_dir (default $HF_NANOGPT_BASE_DIR/base); the final folder loads

@@ -32,7 +32,7 @@ def test_every_parameter_lands_in_exactly_one_group():
     names = {k: [n for n, _ in v] for k, v in groups.items()}
     assert names["embedding"] == ["model.embed_tokens.weight"]
     assert names["lm_head"] == ["lm_head.weight"]
-    assert sorted(names["scalar"]) == ["model.resid_lambdas", "model.x0_lambdas"]
+    assert names["scalar"] == ["model.resid_lambdas"] and names["x0"] == ["model.x0_lambdas"]
     assert len(names["matrix"]) == 2 * 6 and all(".layers." in n for n in names["matrix"])
     assert sum(map(len, names.values())) == len(list(model.parameters()))
 

@@ -1,0 +1,198 @@
+"""The training loop: it learns, resumes exactly, checkpoints atomically, and fails clearly on bad input."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_nanogpt.checkpointing import Checkpointer
+from hf_nanogpt.recipe import TrainRecipe
+from hf_nanogpt.training import NonFiniteLossError, finalize, prepare_stage, run, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """~300 kB of real text (stdlib sources) in one local .txt file: the last 10% is validation."""
+    from hf_nanogpt.data.corpus import stdlib_files
+
+    path = tmp_path_factory.mktemp("corpus") / "code.txt"
+    with path.open("w") as f:
+        for file in stdlib_files("train")[:60]:
+            f.write(file.read_text(encoding="utf-8", errors="replace")[:6000] + "\n\n")
+    return path
+
+
+def recipe(tmp_path: Path, corpus: Path, tokenizer_dir: Path, **overrides) -> TrainRecipe:
+    fields = dict(stage="pretrain", output_dir=str(tmp_path / "base"), tokenizer=str(tokenizer_dir),
+                  train_data=str(corpus), depth=2, aspect_ratio=32, head_dim=32, max_seq_len=64,
+                  device_batch_size=2, total_batch_size=256, num_iterations=6, eval_every=3, eval_tokens=512,
+                  save_every=-1, warmdown_ratio=0.5, dtype="float32", seed=7, muon_momentum_warmup_steps=3,
+                  embedding_lr=0.05, unembedding_lr=0.004, matrix_lr=0.02)
+    fields.update(overrides)
+    return TrainRecipe(**fields)
+
+
+def losses(folder: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def test_tiny_run_learns_and_saves_an_hf_model(tmp_path, corpus, tiny_tokenizer_dir):
+    summary = run(recipe(tmp_path, corpus, tiny_tokenizer_dir, num_iterations=30, eval_every=10))
+    out = tmp_path / "base"
+    history = summary["history"]["val_bpb"]
+    assert [s for s, _ in history] == [0, 10, 20, 30]
+    assert history[-1][1] < history[0][1] - 0.5  # val bits per byte fall
+    log = losses(out)
+    assert len(log) == 30 and log[-1][1] < log[0][1]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.vocab_size % 64 == 0 and model.config.vocab_size >= len(tokenizer)
+    assert model.config.eos_token_id == tokenizer.eos_token_id
+    saved = (out / "recipe.yaml").read_text()
+    assert "grad_accum_steps: 2" in saved and "num_iterations: 6" not in saved.split("derived")[1]
+    report = json.loads((tmp_path / "report" / "base-train.json").read_text())["data"]
+    assert report["steps"] == 30 and report["val_bpb"] == pytest.approx(history[-1][1])
+
+
+def test_resume_gives_bitwise_identical_losses(tmp_path, corpus, tiny_tokenizer_dir):
+    straight = tmp_path / "straight"
+    run(recipe(straight, corpus, tiny_tokenizer_dir, model_config={"dropout": 0.1}))
+    cut = tmp_path / "cut"
+    first = run(recipe(cut, corpus, tiny_tokenizer_dir, model_config={"dropout": 0.1}, max_steps_per_run=4))
+    assert not first["finished"] and (cut / "base" / "checkpoints" / "step_000004").is_dir()
+    run(recipe(cut, corpus, tiny_tokenizer_dir, model_config={"dropout": 0.1}, resume_from="latest"))
+    assert losses(cut / "base") == losses(straight / "base")  # exact, dropout RNG and data order included
+    a = torch.load  # noqa: F841  (the weights too)
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(straight / "base" / "model.safetensors"), load_file(cut / "base" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_one_micro_batch_of_four_equals_four_accumulated_micro_batches(tmp_path, corpus, tiny_tokenizer_dir):
+    big = run(recipe(tmp_path / "big", corpus, tiny_tokenizer_dir, device_batch_size=4, total_batch_size=256,
+                     num_iterations=3, eval_every=-1))
+    small = run(recipe(tmp_path / "small", corpus, tiny_tokenizer_dir, device_batch_size=1, total_batch_size=256,
+                       num_iterations=3, eval_every=-1))
+    for (s1, l1), (s2, l2) in zip(losses(tmp_path / "big" / "base"), losses(tmp_path / "small" / "base")):
+        assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-4)  # bf16 Newton-Schulz amplifies sum order
+    assert big["val_bpb"] == pytest.approx(small["val_bpb"], rel=1e-3)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, tiny_tokenizer_dir):
+    run(recipe(tmp_path, corpus, tiny_tokenizer_dir, max_steps_per_run=2, eval_every=-1))
+    ckpt = tmp_path / "base" / "checkpoints" / "step_000002"
+    before = (ckpt / "model.safetensors").read_bytes()
+    stage = prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, resume_from="latest", eval_every=-1))
+    with torch.no_grad():
+        stage.accelerator.unwrap_model(stage.model).model.layers[0].mlp.up_proj.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at step 2.*step_000002"):
+        train(stage)
+    assert (ckpt / "model.safetensors").read_bytes() == before  # untouched
+    assert (tmp_path / "base" / "checkpoints" / "latest").read_text().strip() == "step_000002"
+
+
+def test_skip_policy_skips_bad_steps_then_gives_up(tmp_path, corpus, tiny_tokenizer_dir):
+    stage = prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, nan_policy="skip", num_iterations=20,
+                                 eval_every=-1))
+    with torch.no_grad():
+        stage.accelerator.unwrap_model(stage.model).lm_head.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="after 10 skipped steps"):
+        train(stage)
+
+
+def test_a_crash_during_save_leaves_the_previous_checkpoint_intact(tmp_path, corpus, tiny_tokenizer_dir,
+                                                                   monkeypatch):
+    run(recipe(tmp_path, corpus, tiny_tokenizer_dir, max_steps_per_run=2, eval_every=-1))
+    stage = prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, resume_from="latest", eval_every=-1))
+    import hf_nanogpt.checkpointing as ckpt_mod
+
+    def dying_save(folder, *args, **kwargs):
+        (folder / "model.safetensors").write_bytes(b"half a file")  # what a kill mid-write leaves
+        raise KeyboardInterrupt("killed during save")
+
+    monkeypatch.setattr(ckpt_mod, "save_model_folder", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        stage.checkpointer.save(3, stage.model, stage.tokenizer, stage.optimizer, {}, {})
+    root = tmp_path / "base" / "checkpoints"
+    assert (root / "latest").read_text().strip() == "step_000002" and not (root / "step_000003").exists()
+    monkeypatch.undo()
+    # resuming from `latest` still works, and the next save cleans up the debris
+    stage = prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, resume_from="latest", eval_every=-1))
+    assert stage.start_step == 2
+    stage.checkpointer.save(3, stage.model, stage.tokenizer, stage.optimizer, {}, {})
+    assert not list(root.glob("*.tmp-*")) and (root / "latest").read_text().strip() == "step_000003"
+
+
+def test_retention_keeps_the_newest_checkpoints(tmp_path, corpus, tiny_tokenizer_dir):
+    run(recipe(tmp_path, corpus, tiny_tokenizer_dir, num_iterations=7, save_every=2, keep_checkpoints=2,
+               eval_every=-1))
+    root = tmp_path / "base" / "checkpoints"
+    assert sorted(p.name for p in root.glob("step_*")) == ["step_000004", "step_000006"]
+    assert (tmp_path / "base" / "model.safetensors").exists()  # the final model is separate
+
+
+def test_bad_inputs_fail_with_clear_messages(tmp_path, corpus, tiny_tokenizer_dir):
+    with pytest.raises(ValueError, match=r"total_batch_size=300 is not a positive multiple of .* = 128"):
+        prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, total_batch_size=300))
+    with pytest.raises(FileNotFoundError, match="no_such_corpus"):
+        prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, train_data=str(tmp_path / "no_such_corpus.txt")))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        prepare_stage(recipe(tmp_path / "fresh", corpus, tiny_tokenizer_dir, resume_from="latest"))
+    with pytest.raises(ValueError, match="NanoGPTConfig.num_key_value_heads"):
+        prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, n_kv_head=3))
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_accumulation(tmp_path, corpus, tiny_tokenizer_dir):
+    """accelerate launch --num_processes 2 (gloo, CPU) x micro-batch B == 1 process x 2 micro-batches of B."""
+    common = [f"--tokenizer={tiny_tokenizer_dir}", f"--train_data={corpus}", "--depth=2", "--aspect_ratio=32",
+              "--head_dim=32", "--max_seq_len=64", "--device_batch_size=2", "--total_batch_size=256",
+              "--num_iterations=4", "--eval_every=2", "--eval_tokens=512", "--dtype=float32", "--seed=3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_NANOGPT_BASE_DIR": str(tmp_path)}
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                          str(REPO / "scripts" / "pretrain.py"), *common, f"--output_dir={tmp_path / 'two'}"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-4000:]
+    one = subprocess.run([sys.executable, str(REPO / "scripts" / "pretrain.py"), *common,
+                          f"--output_dir={tmp_path / 'one'}"], env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-4000:]
+    l2, l1 = losses(tmp_path / "two"), losses(tmp_path / "one")
+    assert len(l1) == len(l2) == 4
+    for (s1, a), (s2, b) in zip(l1, l2):
+        assert s1 == s2 and a == pytest.approx(b, rel=1e-4, abs=1e-4)
+    meta = (tmp_path / "two" / "recipe.yaml").read_text()
+    assert "world_size: 2" in meta and "grad_accum_steps: 1" in meta
+
+
+@pytest.mark.slow
+def test_sft_full_and_lora_fine_tune_a_pretrained_model(tmp_path, corpus, tiny_tokenizer_dir):
+    run(recipe(tmp_path, corpus, tiny_tokenizer_dir, num_iterations=4, eval_every=-1))
+    mixture = [{"task": "arithmetic", "size": 200}]
+    common = dict(init_from=str(tmp_path / "base"), mixture=mixture, val_mixture=[{"task": "arithmetic", "size": 16,
+                                                                                 "seed": 99}],
+                  num_iterations=6, eval_every=3, total_batch_size=-1, max_seq_len=64)
+    full = run(recipe(tmp_path, corpus, tiny_tokenizer_dir, stage="sft", output_dir=str(tmp_path / "sft"), **common))
+    assert full["finished"] and full["history"]["val_bpb"][-1][1] < full["history"]["val_bpb"][0][1]
+    lora = run(recipe(tmp_path, corpus, tiny_tokenizer_dir, stage="sft", output_dir=str(tmp_path / "lora"),
+                      lora_r=4, lora_lr=3e-3, **common))
+    assert lora["finished"]
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "lora").eval()
+    adapters = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "lora" / "adapter").eval()
+    ids = torch.randint(0, 500, (1, 12))
+    torch.testing.assert_close(merged(ids).logits, adapters(ids).logits, rtol=1e-4, atol=1e-4)
