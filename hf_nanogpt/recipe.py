@@ -171,12 +171,36 @@ def _describe(tp: Any) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
+def _accepts_float(tp: Any) -> bool:
+    return tp is float or any(_accepts_float(a) for a in typing.get_args(tp))
+
+
+def _normalize(value: Any, tp: Any) -> Any:
+    """YAML 1.1 reads `1e18` as a string: turn numeric strings into floats where a float is expected."""
+    if isinstance(value, str) and _accepts_float(tp):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _metavar(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "{" + ",".join(str(a) for a in typing.get_args(tp)) + "}"
+    if origin in (typing.Union, types.UnionType):
+        return "|".join(_metavar(a) for a in typing.get_args(tp))
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp)).upper()
+
+
 def _coerce_cli(text: str, tp: Any) -> Any:
     """Parse a command-line string as YAML (so 3, 3.0, true, null, [..], {..} all work), then type-check."""
     try:
         value = yaml.safe_load(text) if text != "" else ""
     except yaml.YAMLError:
         value = text
+    value = _normalize(value, tp)
     if _type_ok(value, tp):
         return value
     if _type_ok(text, tp):  # a string field whose value looks like a number, e.g. run_name=123
@@ -192,7 +216,7 @@ def build_arg_parser(cls=TrainRecipe, description: str | None = None) -> argpars
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        parser.add_argument(f"--{f.name}", dest=f.name, default=argparse.SUPPRESS, metavar=_describe(tp).upper()[:24],
+        parser.add_argument(f"--{f.name}", dest=f.name, default=argparse.SUPPRESS, metavar=_metavar(tp),
                             type=lambda s, tp=tp: _coerce_cli(s, tp),
                             help=f"{f.metadata.get('help', '')} (default: {default!r})")
     return parser
@@ -211,7 +235,9 @@ def load_recipe_file(path: str | os.PathLike, cls=TrainRecipe) -> dict[str, Any]
         raise ValueError(f"recipe file {path} must hold a mapping of keys to values, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in dataclasses.fields(cls)]
-    for key, value in data.items():
+    for key, value in list(data.items()):
+        if key in hints:
+            value = data[key] = _normalize(value, hints[key])
         if key not in hints:
             raise ValueError(f"recipe file {path}: unknown key {key!r}; valid keys: {', '.join(valid)}")
         if not _type_ok(value, hints[key]):

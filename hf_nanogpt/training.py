@@ -154,7 +154,11 @@ def _stage_data(recipe: TrainRecipe, tokenizer, rank: int, world: int):
         val = build_sft_loader(build_mixture(recipe.val_mixture, seed=recipe.seed), tokenizer, B, T, rank=rank,
                                world_size=world, seed=recipe.seed, mode=recipe.sft_packing, epochs=1,
                                num_proc=recipe.num_proc)
-    return train, val, len(mixture) * T  # one row per conversation when padding (packing: fewer rows)
+    # rows per epoch: one per conversation when padding; packing fills rows of T+1 tokens (an estimate
+    # from below: rows that no conversation fits are padded)
+    lengths = train.ids.lengths.clip(max=T + 1)
+    rows = len(lengths) if recipe.sft_packing == "pad" else math.ceil(int(lengths.sum()) / (T + 1))
+    return train, val, rows * T
 
 
 def _load_start_model(recipe: TrainRecipe):
