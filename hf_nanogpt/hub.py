@@ -342,7 +342,7 @@ def _stage_folder(files: list[Path], card: str, into: Path) -> None:
 
 def push_model_folder(model_dir: str | os.PathLike, repo_id: str, *, private: bool = False,
                       run_dir: str | os.PathLike | None = None, revision: str | None = None,
-                      commit_message: str | None = None, license: str = DEFAULT_LICENSE, token: str | None = None,
+                      commit_message: str | None = None, license: str = DEFAULT_LICENSE, token: str | bool | None = None,
                       endpoint: str | None = None):
     """Create `repo_id` if needed and upload `model_dir` with a generated model card in one commit.
 
@@ -352,14 +352,17 @@ def push_model_folder(model_dir: str | os.PathLike, repo_id: str, *, private: bo
     from huggingface_hub import HfApi
 
     folder = Path(model_dir)
-    files = upload_files(folder)  # validate before touching the Hub
-    api = HfApi(endpoint=endpoint, token=token)
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
-    if revision:
-        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+    # everything that can fail locally fails before the first request
+    files = upload_files(folder)
     card = build_model_card(folder, repo_id, run_dir=run_dir, license=license, revision=revision)
+    api = HfApi(endpoint=endpoint, token=token)
+    full_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
+    if full_id != repo_id:  # "name" became "user/name": the usage snippet names the full id
+        card = build_model_card(folder, full_id, run_dir=run_dir, license=license, revision=revision)
+    if revision:
+        api.create_branch(full_id, branch=revision, exist_ok=True, repo_type="model")
     with tempfile.TemporaryDirectory(prefix="hf_nanogpt_push_") as staging:
         _stage_folder(files, card, Path(staging))
-        return api.upload_folder(repo_id=repo_id, folder_path=staging, repo_type="model", revision=revision,
+        return api.upload_folder(repo_id=full_id, folder_path=staging, repo_type="model", revision=revision,
                                  commit_message=commit_message or f"Upload {folder.resolve().name} with hf_nanogpt",
                                  commit_description=f"Files: {', '.join(p.name for p in files)}, README.md")

@@ -188,6 +188,8 @@ def test_bad_folders_are_refused_before_any_request(tmp_path, run_dir, hub, hub_
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="no auto_map.AutoModelForCausalLM"):
         push_model_folder(broken, "me/x", endpoint=hub.url, token=TOKEN)
+    with pytest.raises(FileNotFoundError, match="has no report/ sub-folder"):
+        push_model_folder(run_dir / "sft", "me/x", run_dir=tmp_path, endpoint=hub.url, token=TOKEN)
     assert len(hub.requests) == before
 
 
@@ -211,6 +213,15 @@ def test_push_function_creates_private_repo_branch_and_one_commit_per_push(run_d
     assert commits[1]["files"] == ["README.md"]  # unchanged files are skipped by preupload's oids
     assert b"revision='v2'" in hub.files("me/fn-chat", "v2")["README.md"]
     assert not hub.unhandled, hub.unhandled
+
+
+def test_push_to_a_bare_name_lands_in_the_user_namespace(run_dir, hub, hub_client):
+    from hf_nanogpt.hub import push_model_folder
+
+    info = push_model_folder(run_dir / "sft", "bare-name", endpoint=hub.url, token=TOKEN)
+    assert info.repo_url.repo_id == "local-user/bare-name"
+    card = hub.files("local-user/bare-name")["README.md"].decode()
+    assert "repo_id = 'local-user/bare-name'" in card and not hub.repos["local-user/bare-name"]["private"]
 
 
 def test_push_without_a_token_is_refused_by_the_hub(run_dir, hub, hub_client, monkeypatch, tmp_path):
