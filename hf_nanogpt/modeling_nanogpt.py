@@ -496,6 +496,8 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None or shift_labels is not None:
+            if shift_labels is not None:  # a slice such as row[:, 1:] is not viewable as (-1,)
+                shift_labels = shift_labels.contiguous()
             loss = self.loss_function(logits, labels, self.vocab_size, shift_labels=shift_labels, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,

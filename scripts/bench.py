@@ -4,6 +4,7 @@ Every benchmark reports ratios (ours / baseline), never absolute timings as pass
 here are noisy, ratios from one run are comparable.
 
     python scripts/bench.py tokenizer   # BPE training and encoding vs rustbpe / tiktoken
+    python scripts/bench.py data        # tokenize-and-pack throughput, cropped fraction, packer vs linear scan
     python scripts/bench.py train       # training step vs transformers' LlamaForCausalLM + AdamW
     python scripts/bench.py generate    # engine vs model.generate() vs LlamaForCausalLM
     python scripts/bench.py all         # all of the above
@@ -14,13 +15,18 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ("tokenizer", "train", "generate")
+BENCHMARKS = ("tokenizer", "data", "train", "generate")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # The dispatcher's own help only before the benchmark name: `bench.py train --help` is the benchmark's.
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     add_help=False)
     parser.add_argument("benchmark", choices=(*BENCHMARKS, "all"))
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        raise SystemExit(0 if argv else 2)
     args, rest = parser.parse_known_args(argv)
     names = BENCHMARKS if args.benchmark == "all" else (args.benchmark,)
     for name in names:
