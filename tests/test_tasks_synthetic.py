@@ -7,17 +7,15 @@ import pytest
 
 from hf_nanogpt.calculator import use_calculator
 from hf_nanogpt.tasks import get_task
-from hf_nanogpt.tasks.spelling import corpus_words
+from hf_nanogpt.tasks.spelling import SIMPLE_SPELLING_WORDS, corpus_words
 from hf_nanogpt.tokenization import render_conversation
 
 
 def test_word_list_from_the_stdlib_corpus():
-    train, test = corpus_words("train"), corpus_words("test")
-    assert len(train) > 2000 and len(test) > 200 and not set(train) & set(test)
-    assert all(w.isalpha() and w.islower() and 3 <= len(w) <= 10 for w in train + test)
-    assert {"return", "import", "value"} <= set(train + test)  # words every stdlib has
-    with pytest.raises(ValueError, match="word split 'val' is invalid"):
-        corpus_words("val")
+    words = corpus_words()
+    assert len(words) > 2000 and len(set(words)) == len(words)
+    assert all(w.isalpha() and w.islower() and 3 <= len(w) <= 10 for w in words)
+    assert "self" in words[:5] and {"return", "import", "value"} <= set(words[:100])  # most frequent first
 
 
 def test_simple_spelling():
@@ -26,11 +24,12 @@ def test_simple_spelling():
     word = row["messages"][0]["content"].removeprefix("Spell ")
     assert row["messages"][1]["content"] == row["answer"] == " ".join(word)
     assert task.evaluate(row, " " + row["answer"] + "\n") and not task.evaluate(row, row["answer"][:-1])
-    # deterministic and prefix-stable; the test split draws only test words
+    # deterministic and prefix-stable; every split draws from the most frequent words, with its own stream
     assert get_task("simple_spelling", size=10, seed=3).dataset[:]["messages"] == task.dataset[:10]["messages"]
-    test_rows = get_task("simple_spelling", split="test", size=50)
-    test_words = {r["messages"][0]["content"].removeprefix("Spell ") for r in test_rows}
-    assert test_words <= set(corpus_words("test"))
+    test_rows = get_task("simple_spelling", split="test", size=50, seed=3)
+    test_words = [r["messages"][0]["content"].removeprefix("Spell ") for r in test_rows]
+    assert set(test_words) <= set(corpus_words()[:SIMPLE_SPELLING_WORDS])
+    assert test_words != [r["messages"][0]["content"].removeprefix("Spell ") for r in task]
 
 
 def test_spelling_bee_uses_the_calculator():
@@ -39,7 +38,7 @@ def test_spelling_bee_uses_the_calculator():
     for row in task:
         call, output, final = row["messages"][1]["content"]
         word, letter = call["text"].split('"')[1], call["text"].split('"')[3]
-        assert word in row["messages"][0]["content"] and letter in row["messages"][0]["content"]
+        assert f'"{word}"' in row["messages"][0]["content"] and letter in row["messages"][0]["content"]
         assert call["type"] == "python" and output["type"] == "output"
         assert output["text"] == use_calculator(call["text"]) == str(word.count(letter)) == row["answer"]
         assert final == {"type": "text", "text": f"#### {row['answer']}"}

@@ -1,12 +1,15 @@
 """Synthetic spelling tasks on words from the built-in corpus (offline, any size, deterministic).
 
 The word list is every lowercase word of 3-10 letters that occurs at least `MIN_COUNT` times in the
-stdlib corpus (identifiers and comment words alike) with a vowel and no letter tripled; a hash of the
-word puts about one in ten in the "test" split, so test words are never trained on.
+stdlib corpus (identifiers and comment words alike) with a vowel and no letter tripled. As in nanochat,
+every split draws from the whole list and only the random stream differs, so test rows are mostly
+words seen in training: the tasks measure whether a small model learned the skill at all (a held-out
+word list is the harder, generalisation version; a ~2M-parameter model trained for minutes scores near
+zero on it).
 
 - SimpleSpelling: "Spell apple" -> "a p p l e" (letters separated by spaces). Teaches the letters of
   tokens, which a BPE model otherwise never sees. Evaluated by exact match.
-- SpellingBee: "How many r in strawberry?" -> the calculator call `"strawberry".count("r")`, its
+- SpellingBee: 'How many r in "strawberry"?' -> the calculator call `"strawberry".count("r")`, its
   output, then `#### 3`. The model has to copy the word and the letter into the call and the tool's
   result into the answer: short, regular, learnable by a tiny model. Evaluated on the `#### N` number.
 
@@ -14,7 +17,6 @@ Rows are generated from `random.Random(f"{seed}/{split}")`, so a longer task ext
 """
 
 import functools
-import hashlib
 import random
 import re
 import string
@@ -24,43 +26,32 @@ from ..calculator import use_calculator
 from .base import Task, extract_answer, rows_to_dataset, same_number
 
 MIN_COUNT = 10
-TEST_EVERY = 10  # hash(word) % 10 == 0 -> test word
+SIMPLE_SPELLING_WORDS = 300  # the most frequent words: spellings a tiny model can memorise in minutes
 _WORD = re.compile(r"\b[a-z]{3,10}\b")
-_BEE_PROMPTS = ("How many {letter} in {word}?", "How many times does {letter} appear in {word}?",
-                "Count the letter {letter} in {word}.")
+# The word is quoted as in the tool call, so its tokens there are the same as in the question (a
+# copy, not a re-spelling: byte-level BPE splits ' word' and '"word' differently).
+_BEE_PROMPTS = ('How many {letter} in "{word}"?', 'How many times does {letter} appear in "{word}"?',
+                'Count the letter {letter} in "{word}".')
 
 
 @functools.lru_cache(maxsize=None)
-def _all_words() -> tuple[tuple[str, bool], ...]:
-    """(word, is_test) for every kept word of the stdlib corpus, sorted; one scan per process."""
+def corpus_words() -> tuple[str, ...]:
+    """The word list, most frequent first (one scan of the stdlib corpus per process)."""
     from ..data.corpus import iter_stdlib_texts
 
     counts = Counter()
     for text in iter_stdlib_texts("all"):
         counts.update(_WORD.findall(text))
-    kept = []
-    for word, count in sorted(counts.items()):
-        if count >= MIN_COUNT and set(word) & set("aeiouy") and not re.search(r"(.)\1\1", word):
-            kept.append((word, int(hashlib.sha1(word.encode()).hexdigest(), 16) % TEST_EVERY == 0))
-    return tuple(kept)
-
-
-def corpus_words(split: str = "train") -> tuple[str, ...]:
-    """Sorted words of the stdlib corpus for `split` ("train" or "test")."""
-    if split not in ("train", "test"):
-        raise ValueError(f"word split {split!r} is invalid: expected 'train' or 'test'")
-    return tuple(word for word, is_test in _all_words() if is_test == (split == "test"))
-
-
-def _word_split(split: str) -> str:
-    return "train" if split == "train" else "test"
+    ranked = sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))
+    return tuple(word for word, count in ranked
+                 if count >= MIN_COUNT and set(word) & set("aeiouy") and not re.search(r"(.)\1\1", word))
 
 
 class SimpleSpelling(Task):
     name = "simple_spelling"
 
     def __init__(self, split: str = "train", size: int = 1000, seed: int = 0):
-        rng, words = random.Random(f"{seed}/{split}"), corpus_words(_word_split(split))
+        rng, words = random.Random(f"{seed}/{split}"), corpus_words()[:SIMPLE_SPELLING_WORDS]
         rows = []
         for _ in range(size):
             word = rng.choice(words)
@@ -77,7 +68,7 @@ class SpellingBee(Task):
     name = "spelling_bee"
 
     def __init__(self, split: str = "train", size: int = 1000, seed: int = 0):
-        rng, words = random.Random(f"{seed}/{split}"), corpus_words(_word_split(split))
+        rng, words = random.Random(f"{seed}/{split}"), corpus_words()
         rows = []
         for _ in range(size):
             word = rng.choice(words)
