@@ -203,3 +203,10 @@ def test_streaming_ranks_read_disjoint_shards(stream_dir, tiny_tokenizer):
         seen.append({i for i, d in enumerate(docs) for s in segs if len(s) > 8 and tuple(d[:len(s)]) == s})
     assert seen[0] and seen[1] and not seen[0] & seen[1]
     assert seen[0] <= set(range(30)) and seen[1] <= set(range(30, 60))
+
+
+def test_streaming_empty_corpus_is_an_error(tmp_path, tiny_tokenizer):
+    pq.write_table(pa.table({"text": ["", ""]}), tmp_path / "empty.parquet")
+    loader = build_pretrain_loader(f"hf:{tmp_path}", tiny_tokenizer, 2, 16)
+    with pytest.raises(ValueError, match="the stream holds no non-empty document for this rank"):
+        next(iter(loader))

@@ -190,8 +190,9 @@ class _StreamSource:
                 self._it = self._stream()
             tokens = next(self._it, None)
             if tokens is None:
-                if not self._yielded_this_epoch and self.consumed == 0:
-                    raise ValueError(f"corpus spec {self.spec!r}: the stream holds no documents for this rank")
+                if not self._yielded_this_epoch:  # (a resumed epoch counts as having yielded)
+                    raise ValueError(f"corpus spec {self.spec!r}: the stream holds no non-empty document "
+                                     "for this rank")
                 if not self.train:
                     return None
                 self.epoch, self.consumed, self._it, self._yielded_this_epoch = self.epoch + 1, 0, None, False
