@@ -43,7 +43,8 @@ def test_mmlu_hub_schema_auxiliary_and_gauntlet(tmp_path, shared_data):
     task = get_task("mmlu", split="test", path=write_jsonl(tmp_path / "mmlu.jsonl", rows))
     assert task[0]["answer"] == "B" and task[0]["subject"] == "math"
     nested = [{"train": dict(rows[0], answer=3)}]  # cais/mmlu auxiliary_train nests its rows
-    assert get_task("mmlu", split="train", path=write_jsonl(tmp_path / "aux.jsonl", nested))[0]["answer"] == "D"
+    for split in ("train", "auxiliary_train"):
+        assert get_task("mmlu", split=split, path=write_jsonl(tmp_path / "aux.jsonl", nested))[0]["answer"] == "D"
     small = get_task("mmlu", split="test", path=shared_data / "chat_eval" / "mmlu_small.jsonl")
     assert len(small) == 4 and small[0]["answer"] == "B"
     prompt = small[0]["messages"][0]["content"]

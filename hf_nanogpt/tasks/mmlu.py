@@ -1,7 +1,8 @@
 """MMLU (cais/mmlu): 57 subjects of multiple-choice questions, four choices each.
 
-Splits: "train" is the auxiliary_train set (~100k questions from other multiple-choice datasets,
-what nanochat mid-trains on); "test", "validation" and "dev" come from the "all" config.
+Splits: "train" (or "auxiliary_train") is the auxiliary_train set (~100k questions from other
+multiple-choice datasets, what nanochat mid-trains on); "test", "validation" and "dev" come from the
+"all" config.
 Hub schema: `question`, `subject`, `choices` (4 strings), `answer` (index 0-3); auxiliary_train rows
 may nest these under a `train` key. A local file may also be in the gauntlet format of the eval bundle
 (`query` = "Question: ...\n(A) ... (B) ...", `choices` = letters, `gold` = index), as
@@ -36,7 +37,8 @@ class MMLU(Task):
     name = "mmlu"
 
     def __init__(self, split: str = "test", path=None):
-        config, hub_split = ("auxiliary_train", "train") if split == "train" else ("all", split)
+        aux = split in ("train", "auxiliary_train")
+        config, hub_split = ("auxiliary_train", "train") if aux else ("all", split)
         raw = load_rows("cais/mmlu", config, hub_split, path, ())
         gauntlet = {"query", "gold", "choices"} <= set(raw.column_names)
         hub = {"question", "choices", "answer"} <= set(raw.column_names) or "train" in raw.column_names
