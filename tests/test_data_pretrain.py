@@ -210,3 +210,14 @@ def test_streaming_empty_corpus_is_an_error(tmp_path, tiny_tokenizer):
     loader = build_pretrain_loader(f"hf:{tmp_path}", tiny_tokenizer, 2, 16)
     with pytest.raises(ValueError, match="the stream holds no non-empty document for this rank"):
         next(iter(loader))
+
+
+def test_hub_spec_errors_name_the_problem(stream_dir, tiny_tokenizer):
+    root, _ = stream_dir
+    with pytest.raises(ValueError, match=r"cannot stream hub dataset .*split 'validation'; name another with @SPLIT"):
+        build_pretrain_loader(f"hf:{root}", tiny_tokenizer, 2, 16, "val")
+    notext = root.parent / "notext"
+    notext.mkdir(exist_ok=True)
+    pq.write_table(pa.table({"content": ["a"]}), notext / "x.parquet")
+    with pytest.raises(ValueError, match=r"the hub dataset has no 'text' column \(columns: content\)"):
+        build_pretrain_loader(f"hf:{notext}", tiny_tokenizer, 2, 16)

@@ -353,6 +353,17 @@ def _fingerprint(parsed: CorpusSpec) -> str:
     return h.hexdigest()[:32]
 
 
+def _open_hub(parsed: CorpusSpec):
+    """The streamed hub dataset of a parsed spec; failures name the spec, repository, config and split."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(parsed.repo, name=parsed.config, split=parsed.hub_split, streaming=True)
+    except Exception as err:  # offline, unknown repo/config/split: many exception types, one clear message
+        raise ValueError(f"corpus spec {parsed.text!r}: cannot stream hub dataset {parsed.repo!r} (config "
+                         f"{parsed.config!r}, split {parsed.hub_split!r}; name another with @SPLIT): {err}") from err
+
+
 def load_corpus(spec: str, split: str = "train", cache_dir: str | os.PathLike | None = None):
     """The documents of `spec` for `split` as a dataset with one `text` column.
 
@@ -364,8 +375,7 @@ def load_corpus(spec: str, split: str = "train", cache_dir: str | os.PathLike | 
 
     parsed = parse_spec(spec, split)
     if parsed.kind == "hub":
-        ds = datasets.load_dataset(parsed.repo, name=parsed.config, split=parsed.hub_split, streaming=True)
-        return ds
+        return _open_hub(parsed)
     if not parsed.files:
         raise ValueError(f"corpus spec {spec!r} ({split}): no files")
     try:
@@ -390,9 +400,7 @@ def iter_texts(spec: str, split: str = "train") -> Iterator[str]:
     training reads corpora through this)."""
     parsed = parse_spec(spec, split)
     if parsed.kind == "hub":
-        import datasets
-
-        for row in datasets.load_dataset(parsed.repo, name=parsed.config, split=parsed.hub_split, streaming=True):
+        for row in _open_hub(parsed):
             if "text" not in row:
                 raise ValueError(f"hub dataset {parsed.repo}: rows have no 'text' field (keys: {', '.join(row)})")
             if row["text"]:

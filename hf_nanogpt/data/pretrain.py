@@ -344,6 +344,10 @@ def build_pretrain_loader(spec: str, tokenizer, batch_size: int, seq_len: int, s
     if parsed.streaming:
         from datasets.distributed import split_dataset_by_node
 
+        if ds.column_names is not None and "text" not in ds.column_names:
+            raise ValueError(f"corpus spec {spec!r}: the hub dataset has no 'text' column "
+                             f"(columns: {', '.join(ds.column_names)})")
+
         source = _StreamSource(split_dataset_by_node(ds, rank=rank, world_size=world_size), tokenizer,
                                train=split == "train", spec=spec)
         identity["world_size"] = world_size  # each rank's stream depends on the process count
