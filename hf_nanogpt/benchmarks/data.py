@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         raw_tokens = sum(len(ids) + 1 for i in range(0, len(texts), 1000) for ids in encoder(texts[i:i + 1000]))
         raw = raw_tokens / (time.perf_counter() - t0)
-        print(f"\n{'tokenization':<34}{'tokens/s':>12}{'vs raw':>9}")
+        print(f"\n{f'tokenization ({raw_tokens / 1e6:.1f}M tokens)':<34}{'tokens/s':>12}{'vs raw':>9}")
         print(f"{'raw batch encoder':<34}{raw:>12,.0f}{1:>9.2f}")
         for n in args.num_proc:
             # a fresh copy of the text dataset per run, so every map starts with a cold cache
@@ -119,6 +119,17 @@ def main(argv: list[str] | None = None) -> None:
                     break
             rate = tokens / (time.perf_counter() - t0)
             print(f"{'':<28}{T:>6}{rate:>14,.0f}{loader.stats['cropped_fraction']:>9.1%}")
+
+        # end to end from nothing: text dataset, tokenization (one process), one epoch packed
+        t0 = time.perf_counter()
+        loader = build_pretrain_loader(args.spec, tokenizer, args.batch_size, args.seq_lens[0],
+                                       cache_dir=cache / "e2e")
+        for _ in loader:
+            if loader.stats["epoch"] > 0:
+                break
+        rate = loader.packer.stats["doc_tokens"] / (time.perf_counter() - t0)
+        print(f"\nend to end, cold cache, T={args.seq_lens[0]}: {rate:,.0f} document tokens/s "
+              f"(corpus build + datasets.map + one epoch of packing)")
 
         lengths = docs.lengths[:args.baseline_docs].tolist()
         T = args.seq_lens[0]
