@@ -138,6 +138,10 @@ def _stage_data(recipe: TrainRecipe, tokenizer, rank: int, world: int):
     if recipe.stage == "pretrain":
         from .data.pretrain import build_pretrain_loader
 
+        if recipe.val_data is None and recipe.train_data.rstrip().endswith("]"):
+            # a sliced spec is used exactly as written for either split: validation would be training data
+            raise ValueError(f"recipe key val_data is unset but train_data={recipe.train_data!r} is sliced; name "
+                             "the held-out part explicitly, e.g. val_data: input.txt[90%:]")
         train = build_pretrain_loader(recipe.train_data, tokenizer, B, T, "train", rank=rank, world_size=world,
                                       seed=recipe.seed, num_proc=recipe.num_proc)
         val = build_pretrain_loader(recipe.val_data or recipe.train_data, tokenizer, B, T, "val", rank=rank,

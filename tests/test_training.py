@@ -150,6 +150,8 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path, corpus, tiny_tokenizer_di
         prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, train_data=str(tmp_path / "no_such_corpus.txt")))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         prepare_stage(recipe(tmp_path / "fresh", corpus, tiny_tokenizer_dir, resume_from="latest"))
+    with pytest.raises(ValueError, match=r"val_data is unset but train_data=.*\[:90%\]"):
+        prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, train_data=f"{corpus}[:90%]"))
     with pytest.raises(ValueError, match="NanoGPTConfig.num_key_value_heads"):
         prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, n_kv_head=3))
 
