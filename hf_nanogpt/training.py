@@ -197,14 +197,14 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
     from .tokenization import token_bytes
 
     recipe.validate()
+    output_dir = Path(recipe.output_dir) if recipe.output_dir else base_dir() / STAGE_DIRS[recipe.stage]
     # Without GPUs, a torchrun-style launch (`accelerate launch --num_processes 2`) needs cpu=True for
     # accelerate to set up gloo (MULTI_CPU) instead of silently running independent processes.
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = accelerator or Accelerator(cpu=cpu, mixed_precision=mixed_precision(recipe),
                                              log_with=None if recipe.tracker == "none" else recipe.tracker,
-                                             project_dir=str(base_dir()))
+                                             project_dir=str(output_dir))
     set_seed(recipe.seed)  # same init on every process
-    output_dir = Path(recipe.output_dir) if recipe.output_dir else base_dir() / STAGE_DIRS[recipe.stage]
     model, tokenizer = _load_start_model(recipe)
     if recipe.lora_r > 0:
         model = _apply_lora(model, recipe)
@@ -244,7 +244,9 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
         save_recipe(recipe, output_dir / "recipe.yaml", asdict(plan) | {"parameters": counts,
                                                                          "peak_flops": peak_source})
     if recipe.tracker != "none":
-        accelerator.init_trackers(recipe.run_name, config=recipe.to_dict())
+        # trackers' hyper-parameter tables take scalars and strings only
+        config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in recipe.to_dict().items()}
+        accelerator.init_trackers(recipe.run_name, config=config)
     return stage
 
 

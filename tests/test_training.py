@@ -198,3 +198,15 @@ def test_sft_full_and_lora_fine_tune_a_pretrained_model(tmp_path, corpus, tiny_t
     adapters = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "lora" / "adapter").eval()
     ids = torch.randint(0, 500, (1, 12))
     torch.testing.assert_close(merged(ids).logits, adapters(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_tracker_core_and_samples_run_during_training(tmp_path, corpus, tiny_tokenizer_dir, shared_data, caplog):
+    pytest.importorskip("tensorboard")
+    import logging
+
+    caplog.set_level(logging.INFO, logger="hf_nanogpt.training")
+    summary = run(recipe(tmp_path, corpus, tiny_tokenizer_dir, num_iterations=2, eval_every=-1, tracker="tensorboard",
+                         core_metric_every=2, core_metric_max_per_task=1, sample_every=1))
+    assert summary["history"]["core"] and summary["history"]["core"][-1][0] == 2
+    assert any("sample @1" in r.getMessage() for r in caplog.records)
+    assert list((tmp_path / "base").glob("**/events.out.tfevents.*")), "tensorboard wrote no event file"
