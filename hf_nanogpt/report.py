@@ -39,7 +39,8 @@ from pathlib import Path
 REPORT_DIR = "report"
 SECTION_ORDER = ("header", "environment", "tokenizer", "tokenizer-eval", "base-train", "base-eval",
                  "mid-train", "chat-eval-mid", "sft-train", "chat-eval-sft")
-SUMMARY_METRICS = ("CORE", "ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee", "ChatCORE")
+SUMMARY_METRICS = ("CORE", "ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee", "Arithmetic",
+                   "ChatCORE")
 STAGE_COLUMNS = {"BASE": ("base-eval", "chat-eval-base"), "MID": ("chat-eval-mid",), "SFT": ("chat-eval-sft",)}
 TRAIN_STAGES = ("base", "mid", "sft")
 # Plotted quantities: file stem -> (title, keys accepted in train_log.jsonl, first found wins).

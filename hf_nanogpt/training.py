@@ -322,10 +322,10 @@ def train(stage: Stage) -> dict:
     step, skipped = stage.start_step, 0
     stop_at = plan.num_iterations if r.max_steps_per_run < 0 else min(plan.num_iterations,
                                                                           step + r.max_steps_per_run)
-    tokens_per_step = plan.total_batch_size
+    tokens_done = 0  # real tokens processed by this run (padding excluded)
     bar = tqdm(total=plan.num_iterations, initial=step, disable=not acc.is_main_process, desc=r.stage,
                dynamic_ncols=True)
-    timer, steps_timed, train_time = time.perf_counter(), 0, 0.0
+    timer, train_time = time.perf_counter(), 0.0
     last_loss = float("nan")
 
     def due(every: int) -> bool:  # periodic work, never at step 0
@@ -347,8 +347,12 @@ def train(stage: Stage) -> dict:
 
         # ---- one optimizer step over grad_accum_steps micro-batches
         micro = [next(data) for _ in range(plan.grad_accum_steps)]
-        n_items = sum((b["shift_labels"] != -100).sum() for b in micro).to(acc.device)
-        n_items = _sum_over_processes(n_items, acc).clamp(min=1)  # global supervised targets this step
+        # global supervised targets and real (non-padding) tokens of this step, in one collective
+        counts = torch.stack([sum((b["shift_labels"] != -100).sum() for b in micro),
+                              sum(b["attention_mask"].sum() if "attention_mask" in b else b["input_ids"].new_tensor(
+                                  b["input_ids"].numel()) for b in micro)]).to(acc.device)
+        n_items, step_tokens = _sum_over_processes(counts, acc).unbind()
+        n_items = n_items.clamp(min=1)
         loss_sum = torch.zeros((), device=acc.device)
         for i, batch in enumerate(micro):
             sync = acc.no_sync(model) if i < len(micro) - 1 else contextlib.nullcontext()
@@ -391,8 +395,8 @@ def train(stage: Stage) -> dict:
         elapsed = time.perf_counter() - timer
         timer = time.perf_counter()
         train_time += elapsed
-        steps_timed += 1
-        tok_s = tokens_per_step / max(elapsed, 1e-9)
+        tokens_done += int(step_tokens)
+        tok_s = int(step_tokens) / max(elapsed, 1e-9)
         mfu = plan.flops_per_token * tok_s / (stage.peak_flops * acc.num_processes)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
@@ -410,7 +414,7 @@ def train(stage: Stage) -> dict:
     elif not r.dry_run:  # stopped early on purpose (max_steps_per_run): leave a resumable checkpoint
         _save(stage, step, history)
     return dict(step=step, finished=finished, loss=last_loss, train_time_s=train_time,
-                tokens_per_s=(steps_timed * tokens_per_step / train_time) if train_time else None,
+                tokens_per_s=(tokens_done / train_time) if train_time else None,
                 val_bpb=history["val_bpb"][-1][1] if history["val_bpb"] else None,
                 min_val_bpb=min((v for _, v in history["val_bpb"]), default=None), history=history)
 

@@ -34,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pass_k", default="1", help="comma-separated k for pass@k (each <= num_samples)")
     parser.add_argument("--source", action="append", default=[], metavar="TASK=PATH", help="local data file for a task")
     parser.add_argument("--hub", action="store_true", help="read every task from its hub dataset")
-    parser.add_argument("--spelling_size", type=int, default=256, help="SpellingBee test problems to generate")
+    parser.add_argument("--spelling_size", type=int, default=256, help="SpellingBee / Arithmetic test problems to generate")
     parser.add_argument("--workers", type=int, default=2, help="HumanEval programs run at once")
     parser.add_argument("--output", default=None, help="JSON results path (default: <model>/chat_eval.json)")
     parser.add_argument("--run_dir", default=None, help="report card run folder (default: $HF_NANOGPT_BASE_DIR or ./out)")
@@ -51,7 +51,7 @@ def main(argv=None) -> None:
     from accelerate import PartialState
 
     from hf_nanogpt import report
-    from hf_nanogpt.evaluation.chat import CHAT_TASKS, chatcore_from_accuracies, evaluate_chat, format_chat_table
+    from hf_nanogpt.evaluation.chat import CHAT_TASKS, EXTRA_TASKS, chatcore_from_accuracies, evaluate_chat, format_chat_table
     from hf_nanogpt.paths import base_dir, load_model_and_tokenizer, resolve_stage
 
     sources = {}
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
     run_dir = args.run_dir or base_dir()
     section = args.report_section or f"chat-eval-{args.model if args.model in ('base', 'mid', 'sft') else model_dir.name}"
     previous = dict(report.read_sections(run_dir)).get(section, {})
-    accuracies = {t: previous[t] for t in CHAT_TASKS if isinstance(previous.get(t), (int, float))}
+    accuracies = {t: previous[t] for t in CHAT_TASKS + EXTRA_TASKS if isinstance(previous.get(t), (int, float))}
     accuracies |= {t: e["accuracy"] for t, e in result["tasks"].items() if e["accuracy"] is not None}
     merged = chatcore_from_accuracies(accuracies)  # ChatCORE over every task this section has seen
     data = dict(accuracies, ChatCORE=merged["chatcore"], ChatCORE_tasks_missing=merged["tasks_missing"],

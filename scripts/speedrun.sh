@@ -42,14 +42,14 @@ if [ "$SIZE" = tiny ]; then
   TOK_ARGS=(--vocab_size 4096 --max_chars 20000000 --data stdlib)
   PRE=recipes/tiny.yaml MID=recipes/tiny-mid.yaml SFT=recipes/tiny-sft.yaml
   BASE_EVAL_ARGS=(--max_per_task 16 --bpb_steps 8)
-  CHAT_TASKS=SpellingBee,GSM8K,MMLU,ARC-Easy,ARC-Challenge,HumanEval
-  CHAT_EVAL_ARGS=(--max_problems 24 --max_new_tokens 96 --spelling_size 64)
+  CHAT_TASKS=SpellingBee,Arithmetic,GSM8K,MMLU,ARC-Easy,ARC-Challenge,HumanEval
+  CHAT_EVAL_ARGS=(--max_problems 48 --max_new_tokens 96 --spelling_size 64)
   EXTRA=()
   if [ "$QUICK" = 1 ]; then
     TOK_ARGS=(--vocab_size 1024 --max_chars 2000000 --data stdlib)
     EXTRA=(--num_iterations=12 --eval_every=6 --eval_tokens=8192)
     BASE_EVAL_ARGS=(--max_per_task 2 --bpb_steps 2 --no_samples)
-    CHAT_TASKS=SpellingBee,GSM8K
+    CHAT_TASKS=SpellingBee,Arithmetic,GSM8K
     CHAT_EVAL_ARGS=(--max_problems 4 --max_new_tokens 24 --spelling_size 8)
   fi
 else

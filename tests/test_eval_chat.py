@@ -123,3 +123,14 @@ def test_evaluate_chat_names_sources_and_missing_tasks(tiny_tokenizer, model, sh
     assert result["chat_core"]["tasks_missing"] == ["ARC-Challenge", "MMLU", "HumanEval", "SpellingBee"]
     expected = ((arc["accuracy"] - 0.25) / 0.75 + gsm["accuracy"]) / 2
     assert result["ChatCORE"] == pytest.approx(expected)
+
+
+def test_arithmetic_is_evaluated_but_kept_out_of_chatcore(tiny_tokenizer, model):
+    result = evaluate_chat(model, tiny_tokenizer, ["SpellingBee", "arithmetic"], max_problems=3, max_new_tokens=4,
+                           spelling_size=3)
+    arith = result["tasks"]["Arithmetic"]
+    assert arith["source"] == "synthetic" and arith["num_problems"] == 3 and 0.0 <= arith["accuracy"] <= 1.0
+    assert set(result["chat_core"]["accuracy"]) == {"SpellingBee"}  # ChatCORE stays nanochat's definition
+    assert result["ChatCORE"] == pytest.approx(result["tasks"]["SpellingBee"]["accuracy"])
+    merged = chatcore_from_accuracies({"SpellingBee": 0.5, "Arithmetic": 1.0})
+    assert merged["chatcore"] == pytest.approx(0.5)

@@ -33,14 +33,18 @@ from .distributed import gather_objects, rank_and_world
 from .execution import mean_pass_at_k
 
 CHAT_TASKS = ("ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee")
-_ALIASES = {name.lower().replace("-", "_"): name for name in CHAT_TASKS} | {"spelling_bee": "SpellingBee"}
+# Evaluated and reported like the others but not part of ChatCORE (nanochat's definition): the synthetic
+# arithmetic-with-calculator task the tiny pipeline trains on.
+EXTRA_TASKS = ("Arithmetic",)
+SYNTHETIC_TASKS = ("SpellingBee", "Arithmetic")
+_ALIASES = {name.lower().replace("-", "_"): name for name in CHAT_TASKS + EXTRA_TASKS} | {"spelling_bee": "SpellingBee"}
 
 
 def canonical_task_name(name: str) -> str:
     """'arc_easy', 'ARC-Easy', 'gsm8k', ... -> the canonical name; ValueError listing the valid ones."""
     key = name.strip().lower().replace("-", "_")
     if key not in _ALIASES:
-        raise ValueError(f"unknown chat task {name!r}; choose from {', '.join(CHAT_TASKS)}")
+        raise ValueError(f"unknown chat task {name!r}; choose from {', '.join(CHAT_TASKS + EXTRA_TASKS)}")
     return _ALIASES[key]
 
 
@@ -75,9 +79,9 @@ def _arc_from_gauntlet(path: Path, name: str):
 
 
 def resolve_source(name: str, source: str | Path = "auto") -> Path | str:
-    """Where task `name` will be read from: a local file, "hub", or "synthetic" (SpellingBee)."""
+    """Where task `name` will be read from: a local file, "hub", or "synthetic" (SpellingBee, Arithmetic)."""
     name = canonical_task_name(name)
-    if name == "SpellingBee":
+    if name in SYNTHETIC_TASKS:
         return "synthetic"
     if source == "hub":
         return "hub"
@@ -93,6 +97,7 @@ def load_chat_task(name: str, source: str | Path = "auto", spelling_size: int = 
     """The test split of chat task `name`. `source`: "auto" (a local file when found, else the hub),
     "hub", or a path to a local file in the task's hub schema (ARC also takes eval-gauntlet rows)."""
     from ..tasks.arc import ARC
+    from ..tasks.arithmetic import Arithmetic
     from ..tasks.gsm8k import GSM8K
     from ..tasks.mmlu import MMLU
     from ..tasks.spelling import SpellingBee
@@ -100,8 +105,8 @@ def load_chat_task(name: str, source: str | Path = "auto", spelling_size: int = 
 
     name = canonical_task_name(name)
     where = resolve_source(name, source)
-    if where == "synthetic":  # generated from the built-in corpus
-        return SpellingBee(split="test", size=spelling_size)
+    if where == "synthetic":  # generated (SpellingBee from the built-in corpus's words)
+        return (SpellingBee if name == "SpellingBee" else Arithmetic)(split="test", size=spelling_size)
     path = None if where == "hub" else where
     if name.startswith("ARC"):
         if path is not None and "query" in path.open(encoding="utf-8").readline():
@@ -216,11 +221,16 @@ def evaluate_chat(model, tokenizer, tasks: Sequence[str] = CHAT_TASKS, max_probl
                 log(f"{name}: {sum(per_task_scores[name]) / max(1, n):.4f} over {n} problems in {entry['seconds']:.1f}s")
     finally:
         model.train(was_training)
-    scores = [s for name in names for s in per_task_scores[name]]
-    labels = [name for name in names for _ in per_task_scores[name]]
+    core_names = [name for name in names if name in CHAT_TASKS]
+    scores = [s for name in core_names for s in per_task_scores[name]]
+    labels = [name for name in core_names for _ in per_task_scores[name]]
     metric = load_metric("chat_core").compute(predictions=scores, tasks=labels) if scores else None
     for name in names:
-        results[name]["accuracy"] = metric["accuracy"].get(name) if metric else None
+        if name in CHAT_TASKS:
+            results[name]["accuracy"] = metric["accuracy"].get(name) if metric else None
+        else:
+            task_scores = per_task_scores[name]
+            results[name]["accuracy"] = sum(task_scores) / len(task_scores) if task_scores else None
     return {"tasks": results, "ChatCORE": metric["chatcore"] if metric else None, "chat_core": metric}
 
 
@@ -242,5 +252,5 @@ def format_chat_table(result: dict) -> str:
 def chatcore_from_accuracies(accuracies: dict[str, float]) -> dict:
     """The `chat_core` metric over per-task accuracies (e.g. merged from several chat_eval runs):
     each task enters as one example whose score is its accuracy, which leaves accuracies unchanged."""
-    names = [canonical_task_name(t) for t in accuracies]
-    return load_metric("chat_core").compute(predictions=[float(a) for a in accuracies.values()], tasks=names)
+    kept = {canonical_task_name(t): float(a) for t, a in accuracies.items() if canonical_task_name(t) in CHAT_TASKS}
+    return load_metric("chat_core").compute(predictions=list(kept.values()), tasks=list(kept))
