@@ -309,6 +309,30 @@ def summary_table(sections: list[tuple[str, dict]]) -> str:
     return "\n".join(rows + ([""] + notes if notes else []))
 
 
+# Chance accuracy of each chat task (4-way multiple choice: 1/4; generated answers: 0).
+CHANCE = {"ARC-Easy": 0.25, "ARC-Challenge": 0.25, "MMLU": 0.25, "GSM8K": 0.0, "HumanEval": 0.0,
+          "SpellingBee": 0.0, "Arithmetic": 0.0}
+
+
+def learned_summary(sections: list[tuple[str, dict]]) -> list[str]:
+    """Lines saying how far above chance the final chat model is on each task it was evaluated on."""
+    merged = {}
+    for name, data in sections:
+        merged.setdefault(name, {}).update(data)
+    final = next((merged[s] for s in ("chat-eval-sft", "chat-eval-mid") if s in merged), None)
+    if final is None:
+        return []
+    rows = [(t, final[t], c) for t, c in CHANCE.items() if isinstance(final.get(t), (int, float))]
+    if not rows:
+        return []
+    n = final.get("max_problems")
+    lines = ["## What the chat model learned", "",
+             f"Accuracy of the final chat model against chance ({f'up to {n} problems per task' if n else 'all problems'};"
+             " '-- learned' marks 25 points or more above chance):", ""]
+    lines += [f"- {t}: {acc:.1%} (chance {c:.0%}){' -- learned' if acc >= c + 0.25 else ''}" for t, acc, c in rows]
+    return lines + [""]
+
+
 def write_report(run_dir=None) -> Path:
     """Write `<run_dir>/report.md` (and the plots) from the appended sections; returns its path."""
     from .paths import base_dir
@@ -325,6 +349,7 @@ def write_report(run_dir=None) -> Path:
     env = dict(sections[[n for n, _ in sections].index("environment")][1])
     lines += ["## Environment", ""] + [f"- {k}: {_fmt(v)}" for k, v in env.items()] + [""]
     lines += ["## Summary", "", summary_table(sections), ""]
+    lines += learned_summary(sections)
     timings = [(n, next(d[k] for k in WALL_TIME_KEYS if isinstance(d.get(k), (int, float))))
                for n, d in sections if any(isinstance(d.get(k), (int, float)) for k in WALL_TIME_KEYS)]
     if timings:

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -323,8 +324,9 @@ def train(stage: Stage) -> dict:
     stop_at = plan.num_iterations if r.max_steps_per_run < 0 else min(plan.num_iterations,
                                                                           step + r.max_steps_per_run)
     tokens_done = 0  # real tokens processed by this run (padding excluded)
+    # In a log file (not a terminal) redraw the bar every 30 s instead of at every step.
     bar = tqdm(total=plan.num_iterations, initial=step, disable=not acc.is_main_process, desc=r.stage,
-               dynamic_ncols=True)
+               dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
     timer, train_time = time.perf_counter(), 0.0
     last_loss = float("nan")
 

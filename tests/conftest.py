@@ -14,6 +14,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HF_NANOGPT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests use tiny matrices, which gain nothing from threads, while OpenMP spin-waits make 2 threads on 2
+    busy cores up to ~100x slower. Subprocesses (scripts, accelerate launch) keep their own settings."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """`../shared/data` (real data for tests); skips the test with the reason when it is absent."""

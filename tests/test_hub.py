@@ -26,15 +26,6 @@ from local_hub import TOKEN, LocalHub
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices gain nothing from threads, and OpenMP spin-waits make 2 threads on 2 busy cores ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     server = LocalHub(tmp_path_factory.mktemp("local_hub")).start()

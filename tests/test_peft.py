@@ -34,15 +34,6 @@ def base_folder(tmp_path_factory, tiny_tokenizer):
     return folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices gain nothing from threads, and OpenMP spin-waits make 2 threads on 2 busy cores ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _batch(tokenizer):
     """Right-padded chat batch with assistant-only labels (HF convention: aligned with input_ids)."""
     rows = [render_conversation(tokenizer, c) for c in CONVERSATIONS]

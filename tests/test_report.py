@@ -96,3 +96,15 @@ def test_cli_writes_report_and_fails_clearly_on_empty_run(tmp_path, repo_root):
     assert "| CORE | 0.0500 | - | - |" in (tmp_path / "report.md").read_text()
     with pytest.raises(FileNotFoundError, match="nothing to report"):
         report.write_report(tmp_path / "empty")
+
+
+def test_learned_summary_compares_the_final_chat_model_with_chance():
+    from hf_nanogpt.report import learned_summary
+
+    sections = [("chat-eval-mid", {"SpellingBee": 0.1}),
+                ("chat-eval-sft", {"SpellingBee": 0.9, "ARC-Easy": 0.3, "max_problems": 48})]
+    text = "\n".join(learned_summary(sections))
+    assert "up to 48 problems per task" in text
+    assert "- SpellingBee: 90.0% (chance 0%) -- learned" in text
+    assert "- ARC-Easy: 30.0% (chance 25%)\n" in text + "\n"  # within noise of chance: not marked
+    assert learned_summary([("base-train", {"steps": 3})]) == []

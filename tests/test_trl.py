@@ -12,15 +12,6 @@ from hf_nanogpt import NanoGPTConfig, NanoGPTForCausalLM  # noqa: E402
 from hf_nanogpt.tokenization import render_conversation  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices gain nothing from threads, and OpenMP spin-waits make 2 threads on 2 busy cores ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _conversations(n: int) -> list[list[dict]]:
     """Small arithmetic chats, some with a system message and two turns."""
     rows = []

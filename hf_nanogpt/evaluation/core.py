@@ -25,7 +25,6 @@ rank r scores items r, r + world, ... and the results are gathered on every rank
 choices are aggregated by the `core` evaluate metric shipped with the package.
 """
 
-import json
 import math
 import os
 import random
@@ -109,22 +108,19 @@ def load_task_data(task: CoreTask) -> list[dict]:
     """Read and validate the task's jsonl (errors give file, line and the missing or bad key)."""
     if task.file is None:
         raise ValueError(f"CORE task {task.label!r} has no data file in this bundle")
+    from ..tasks.base import iter_jsonl
+
     rows = []
-    with open(task.file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{task.file}:{lineno}: not valid JSON ({e.msg})") from None
-            for key in _REQUIRED_KEYS[task.task_type]:
-                if key not in row:
-                    raise ValueError(f"{task.file}:{lineno}: {task.task_type} row lacks key {key!r} (has {sorted(row)})")
-            options = row.get("choices", row.get("context_options"))
-            if options is not None and not (isinstance(row["gold"], int) and 0 <= row["gold"] < len(options)):
-                raise ValueError(f"{task.file}:{lineno}: gold={row['gold']!r} is not an index into {len(options)} options")
-            rows.append(row)
+    for lineno, row in iter_jsonl(task.file):
+        where = f"{task.file}, line {lineno}"
+        for key in _REQUIRED_KEYS[task.task_type]:
+            if not isinstance(row, dict) or key not in row:
+                raise ValueError(f"{where}: {task.task_type} row lacks key {key!r} "
+                                 f"(has {sorted(row) if isinstance(row, dict) else type(row).__name__})")
+        options = row.get("choices", row.get("context_options"))
+        if options is not None and not (isinstance(row["gold"], int) and 0 <= row["gold"] < len(options)):
+            raise ValueError(f"{where}: gold={row['gold']!r} is not an index into {len(options)} options")
+        rows.append(row)
     if not rows:
         raise ValueError(f"{task.file}: no rows")
     return rows

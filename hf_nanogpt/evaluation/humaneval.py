@@ -8,8 +8,6 @@ the model's reply may wrap its code in a Markdown fence. Completions run in the 
 `execution.py` through the `humaneval` evaluate metric (pass@k).
 """
 
-import gzip
-import json
 import re
 from pathlib import Path
 
@@ -40,20 +38,14 @@ def load_problems(path: str | Path | None = None) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"HumanEval data file {path} does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
+    from ..tasks.base import iter_jsonl
+
     problems = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            missing = [k for k in _REQUIRED if k not in row]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: HumanEval row lacks {missing}")
-            problems.append(row)
+    for lineno, row in iter_jsonl(path):
+        missing = [k for k in _REQUIRED if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ValueError(f"{path}, line {lineno}: HumanEval row lacks {missing}")
+        problems.append(row)
     if not problems:
         raise ValueError(f"{path}: no HumanEval problems")
     return problems

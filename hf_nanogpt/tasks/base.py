@@ -15,6 +15,7 @@ output: its result). In a Dataset the `messages` column is `messages_feature()`,
 `datasets.Json` messages, so string contents and part lists share one column.
 """
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -67,9 +68,10 @@ def check_conversation(messages, where: str = "conversation") -> None:
 
 
 def iter_jsonl(path: str | Path):
-    """`(line number, row)` of a JSONL file (blank lines skipped); a line that is not a JSON object or
-    array raises ValueError naming the file and line."""
-    with open(path, encoding="utf-8") as f:
+    """`(line number, row)` of a JSONL file, gzip-compressed when it ends in `.gz` (blank lines skipped);
+    a line that is not a JSON object or array raises ValueError naming the file and line."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
