@@ -14,6 +14,31 @@ from pathlib import Path
 STAGES = ("tokenizer", "base", "mid", "sft")
 
 
+def shared_data_dir() -> Path | None:
+    """The folder of real evaluation data (`eval_bundle/`, `chat_eval/`, `corpus/`), or None.
+
+    `$HF_NANOGPT_SHARED_DATA` when set; otherwise the first `shared/data` folder found next to the
+    checkout or any folder above it, or above the current directory (a clone elsewhere still finds
+    the data of the machine it runs on). Nothing is downloaded.
+    """
+    env = os.environ.get("HF_NANOGPT_SHARED_DATA")
+    if env:
+        return Path(env)
+    starts = [Path(__file__).resolve().parent, Path.cwd().resolve()]
+    for start in starts:
+        for folder in start.parents:
+            candidate = folder / "shared" / "data"
+            if candidate.is_dir():
+                return candidate
+    return None
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face Hub must not be contacted (`HF_HUB_OFFLINE` / `HF_DATASETS_OFFLINE`)."""
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
 def base_dir() -> Path:
     """The default run folder: `$HF_NANOGPT_BASE_DIR`, or `./out`."""
     return Path(os.environ.get("HF_NANOGPT_BASE_DIR", "out"))

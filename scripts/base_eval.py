@@ -42,7 +42,7 @@ def main(argv=None) -> None:
 
     from hf_nanogpt import report
     from hf_nanogpt.evaluation.base import format_core_table, sample_base
-    from hf_nanogpt.evaluation.core import evaluate_core
+    from hf_nanogpt.evaluation.core import default_bundle, evaluate_core
     from hf_nanogpt.paths import base_dir, load_model_and_tokenizer, resolve_stage
 
     state = PartialState()  # joins the process group under accelerate launch / torchrun
@@ -54,11 +54,19 @@ def main(argv=None) -> None:
 
     t0 = time.perf_counter()
     tasks = args.tasks.split(",") if args.tasks else None
-    core = evaluate_core(model, tokenizer, args.bundle, max_per_task=args.max_per_task, tasks=tasks,
-                         batch_tokens=args.batch_tokens, log=log)
-    results["core"] = core
+    bundle, core = args.bundle, None
+    if bundle is None:  # no bundle named: use the shared one, or say why CORE is skipped
+        try:
+            bundle = default_bundle()
+        except FileNotFoundError as err:
+            results["core_skipped"] = str(err)
+            log(f"CORE skipped: {err}")
+    if bundle is not None:
+        core = evaluate_core(model, tokenizer, bundle, max_per_task=args.max_per_task, tasks=tasks,
+                             batch_tokens=args.batch_tokens, log=log)
+        results["core"] = core
+        log(format_core_table(core))
     results["core_seconds"] = time.perf_counter() - t0
-    log(format_core_table(core))
     log(f"CORE took {results['core_seconds']:.1f}s")
 
     if args.bpb_steps > 0:
@@ -85,9 +93,13 @@ def main(argv=None) -> None:
         out.write_text(json.dumps(results, indent=2))
         log(f"wrote {out}")
         if not args.no_report:
-            section = {"CORE": core["core"], "core_tasks": len(core["accuracy"]), "max_per_task": args.max_per_task,
-                       "tasks_missing": core["tasks_missing"], "centered": core["centered"],
-                       "wall_time_s": results["core_seconds"] + results.get("bpb_seconds", 0.0)}
+            section = {"wall_time_s": results["core_seconds"] + results.get("bpb_seconds", 0.0)}
+            if core is not None:
+                section.update({"CORE": core["core"], "core_tasks": len(core["accuracy"]),
+                                "max_per_task": args.max_per_task, "tasks_missing": core["tasks_missing"],
+                                "centered": core["centered"]})
+            else:
+                section["core_skipped"] = results["core_skipped"]
             if "val_bpb" in results:
                 section["val_bpb"] = results["val_bpb"]
             report.append(args.run_dir or base_dir(), "base-eval", section)

@@ -51,8 +51,9 @@ def main(argv=None) -> None:
     from accelerate import PartialState
 
     from hf_nanogpt import report
-    from hf_nanogpt.evaluation.chat import CHAT_TASKS, EXTRA_TASKS, chatcore_from_accuracies, evaluate_chat, format_chat_table
-    from hf_nanogpt.paths import base_dir, load_model_and_tokenizer, resolve_stage
+    from hf_nanogpt.evaluation.chat import (CHAT_TASKS, EXTRA_TASKS, canonical_task_name, chatcore_from_accuracies,
+                                             evaluate_chat, format_chat_table, resolve_source)
+    from hf_nanogpt.paths import base_dir, hub_offline, load_model_and_tokenizer, resolve_stage
 
     sources = {}
     for item in args.source:
@@ -63,6 +64,17 @@ def main(argv=None) -> None:
     if args.hub:
         sources = {t: "hub" for t in CHAT_TASKS} | sources
     tasks = args.tasks.split(",") if args.tasks else list(CHAT_TASKS)
+    skipped = {}
+    if hub_offline():  # a task without local data cannot run offline: skip it and say so
+        for task in list(tasks):
+            if resolve_source(task, sources.get(task, "auto")) == "hub":
+                skipped[canonical_task_name(task)] = ("no local data file (set HF_NANOGPT_SHARED_DATA or "
+                                                      f"--source {canonical_task_name(task)}=PATH) and the hub is offline")
+                tasks.remove(task)
+        for task, why in skipped.items():
+            print(f"skipped {task}: {why}")
+        if not tasks:
+            raise SystemExit("chat_eval: no task can run offline; every requested task was skipped")
     ks = [int(k) for k in args.pass_k.split(",")]
     if max(ks) > args.num_samples:
         raise SystemExit(f"--pass_k {args.pass_k}: every k must be <= --num_samples ({args.num_samples})")
@@ -79,6 +91,7 @@ def main(argv=None) -> None:
                            temperature=args.temperature, top_k=args.top_k, seed=args.seed, ks=ks, sources=sources,
                            spelling_size=args.spelling_size, num_workers=args.workers, log=log)
     result["seconds"] = time.perf_counter() - t0
+    result["skipped"] = skipped
     result["model"] = str(model_dir)
     log(format_chat_table(result))
     log(f"chat eval took {result['seconds']:.1f}s")

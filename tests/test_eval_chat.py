@@ -62,7 +62,7 @@ def test_arc_from_the_core_bundle(shared_data):
 
 
 @pytest.mark.parametrize("name", ["ARC-Challenge", "MMLU"])
-def test_categorical_picks_the_best_letter_logit(tiny_tokenizer, model, name):
+def test_categorical_picks_the_best_letter_logit(tiny_tokenizer, model, name, shared_data):
     task = load_chat_task(name)
     idx = list(range(4))
     batched = run_categorical(model, tiny_tokenizer, task, idx, batch_size=4)

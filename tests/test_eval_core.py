@@ -91,7 +91,7 @@ def test_bundle_errors_name_the_problem(tmp_path):
         load_bundle(tmp_path)
     (tmp_path / "core.yaml").write_text("tasks:\n  - {label: x, file: x.jsonl, task_type: schema, num_fewshot: 0, random_baseline: 50}\n")
     (tmp_path / "x.jsonl").write_text('{"context_options": ["a", "b"], "continuation": "c", "gold": 0}\n{"context_options": ["a"]}\n')
-    with pytest.raises(ValueError, match=r"x.jsonl:2: schema row lacks key 'continuation'"):
+    with pytest.raises(ValueError, match=r"x.jsonl, line 2: schema row lacks key 'continuation'"):
         load_task_data(load_bundle(tmp_path)[0])
     with pytest.raises(FileNotFoundError, match="core.yaml"):
         load_bundle(tmp_path / "nowhere")

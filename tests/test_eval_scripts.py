@@ -25,7 +25,7 @@ def test_help(repo_root, script):
 
 
 @pytest.mark.slow
-def test_eval_scripts_fill_the_report_card(tmp_path, repo_root, tiny_tokenizer):
+def test_eval_scripts_fill_the_report_card(tmp_path, repo_root, tiny_tokenizer, shared_data):
     torch.manual_seed(0)
     model = NanoGPTForCausalLM(NanoGPTConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, num_hidden_layers=2,
                                              num_attention_heads=4, max_position_embeddings=256,
@@ -60,3 +60,26 @@ def test_eval_scripts_fill_the_report_card(tmp_path, repo_root, tiny_tokenizer):
     assert sft["ChatCORE"] == pytest.approx(expected)
     assert f"| ChatCORE | - | - | {sft['ChatCORE']:.4f}* |" in md
     assert sections["base-eval"]["tasks_missing"][:1] == ["hellaswag_zeroshot"]
+
+
+def test_eval_scripts_without_shared_data_skip_what_cannot_run_offline(tmp_path, repo_root, tiny_tokenizer):
+    torch.manual_seed(0)
+    model = NanoGPTForCausalLM(NanoGPTConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, max_position_embeddings=256,
+                                             bos_token_id=tiny_tokenizer.bos_token_id,
+                                             eos_token_id=tiny_tokenizer.eos_token_id))
+    model.save_pretrained(tmp_path / "sft")
+    tiny_tokenizer.save_pretrained(tmp_path / "sft")
+    env = dict(os.environ, HF_NANOGPT_BASE_DIR=str(tmp_path), PYTHONPATH=str(repo_root), HF_HUB_OFFLINE="1",
+               HF_NANOGPT_SHARED_DATA=str(tmp_path / "no_shared_data"))
+    out = _run(repo_root, env, "scripts/base_eval.py", "--model", "sft", "--bpb_steps", "1", "--bpb_batch_size", "1",
+               "--no_samples")
+    assert "CORE skipped: no CORE eval bundle" in out
+    base = json.loads((tmp_path / "sft" / "base_eval.json").read_text())
+    assert "core" not in base and "no_shared_data/eval_bundle/core.yaml does not exist" in base["core_skipped"]
+    assert 0 < base["val_bpb"] < 20
+    out = _run(repo_root, env, "scripts/chat_eval.py", "-i", "sft", "-a", "GSM8K,Arithmetic", "--max_problems", "2",
+               "--max_new_tokens", "4", "--spelling_size", "2")
+    assert "skipped GSM8K: no local data file" in out
+    chat = json.loads((tmp_path / "sft" / "chat_eval.json").read_text())
+    assert list(chat["tasks"]) == ["Arithmetic"] and "GSM8K" in chat["skipped"]

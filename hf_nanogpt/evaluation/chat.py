@@ -21,7 +21,6 @@ Data: each task loads from a local file when one is found (the `../shared/data` 
 the hub. ARC's local rows are the ARC test questions of the CORE bundle, turned into chat questions.
 """
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,14 +47,13 @@ def canonical_task_name(name: str) -> str:
     return _ALIASES[key]
 
 
-def _shared_data() -> Path:
-    env = os.environ.get("HF_NANOGPT_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
 def local_source(name: str) -> Path | None:
     """The local data file of a chat task in the shared data folder, or None when there is none."""
-    shared = _shared_data()
+    from ..paths import shared_data_dir
+
+    shared = shared_data_dir()
+    if shared is None:
+        return None
     path = {"ARC-Easy": shared / "eval_bundle" / "core" / "arc_easy.jsonl",
             "ARC-Challenge": shared / "eval_bundle" / "core" / "arc_challenge.jsonl",
             "MMLU": shared / "chat_eval" / "mmlu_small.jsonl",

@@ -26,7 +26,6 @@ choices are aggregated by the `core` evaluate metric shipped with the package.
 """
 
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -49,9 +48,15 @@ _REQUIRED_KEYS = {
 
 
 def default_bundle() -> Path:
-    """`$HF_NANOGPT_SHARED_DATA/eval_bundle`, else `../shared/data/eval_bundle` next to the repository."""
-    shared = os.environ.get("HF_NANOGPT_SHARED_DATA")
-    root = Path(shared) if shared else Path(__file__).resolve().parents[3] / "shared" / "data"
+    """`eval_bundle/` of the shared data folder (`hf_nanogpt.paths.shared_data_dir`); raises
+    `FileNotFoundError` saying where it looked when there is none."""
+    from ..paths import shared_data_dir
+
+    root = shared_data_dir()
+    if root is None or not (root / "eval_bundle" / "core.yaml").is_file():
+        where = f"{root / 'eval_bundle' / 'core.yaml'} does not exist" if root else "no shared/data folder was found"
+        raise FileNotFoundError(f"no CORE eval bundle ({where}): set HF_NANOGPT_SHARED_DATA to the folder holding "
+                                "eval_bundle/, or pass --bundle")
     return root / "eval_bundle"
 
 
