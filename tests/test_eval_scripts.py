@@ -11,6 +11,17 @@ import torch
 from hf_nanogpt import NanoGPTConfig, NanoGPTForCausalLM
 
 
+def _save_tiny_stages(root, tokenizer, stages):
+    """A random tiny NanoGPT + the tokenizer saved as each stage folder under `root`."""
+    torch.manual_seed(0)
+    model = NanoGPTForCausalLM(NanoGPTConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, max_position_embeddings=256,
+                                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
+    for stage in stages:
+        model.save_pretrained(root / stage)
+        tokenizer.save_pretrained(root / stage)
+
+
 def _run(repo_root, env, *args):
     out = subprocess.run([sys.executable, *args], cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
@@ -26,14 +37,7 @@ def test_help(repo_root, script):
 
 @pytest.mark.slow
 def test_eval_scripts_fill_the_report_card(tmp_path, repo_root, tiny_tokenizer, shared_data):
-    torch.manual_seed(0)
-    model = NanoGPTForCausalLM(NanoGPTConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, num_hidden_layers=2,
-                                             num_attention_heads=4, max_position_embeddings=256,
-                                             bos_token_id=tiny_tokenizer.bos_token_id,
-                                             eos_token_id=tiny_tokenizer.eos_token_id))
-    for stage in ("base", "sft"):
-        model.save_pretrained(tmp_path / stage)
-        tiny_tokenizer.save_pretrained(tmp_path / stage)
+    _save_tiny_stages(tmp_path, tiny_tokenizer, ("base", "sft"))
     env = dict(os.environ, HF_NANOGPT_BASE_DIR=str(tmp_path), PYTHONPATH=str(repo_root), HF_HUB_OFFLINE="1")
 
     out = _run(repo_root, env, "scripts/base_eval.py", "--model", "base", "--tasks", "copa,lambada_openai",
@@ -63,13 +67,7 @@ def test_eval_scripts_fill_the_report_card(tmp_path, repo_root, tiny_tokenizer, 
 
 
 def test_eval_scripts_without_shared_data_skip_what_cannot_run_offline(tmp_path, repo_root, tiny_tokenizer):
-    torch.manual_seed(0)
-    model = NanoGPTForCausalLM(NanoGPTConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, num_hidden_layers=2,
-                                             num_attention_heads=4, max_position_embeddings=256,
-                                             bos_token_id=tiny_tokenizer.bos_token_id,
-                                             eos_token_id=tiny_tokenizer.eos_token_id))
-    model.save_pretrained(tmp_path / "sft")
-    tiny_tokenizer.save_pretrained(tmp_path / "sft")
+    _save_tiny_stages(tmp_path, tiny_tokenizer, ("sft",))
     env = dict(os.environ, HF_NANOGPT_BASE_DIR=str(tmp_path), PYTHONPATH=str(repo_root), HF_HUB_OFFLINE="1",
                HF_NANOGPT_SHARED_DATA=str(tmp_path / "no_shared_data"))
     out = _run(repo_root, env, "scripts/base_eval.py", "--model", "sft", "--bpb_steps", "1", "--bpb_batch_size", "1",

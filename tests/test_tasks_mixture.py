@@ -70,3 +70,14 @@ def test_mixture_feeds_the_sft_loader(identity_file, tiny_tokenizer):
     loader = build_sft_loader(mix, tiny_tokenizer, batch_size=8, seq_len=64, mode="pack", epochs=1)
     batches = list(loader)
     assert batches and sum(int((b["shift_labels"] != -100).sum()) for b in batches) > 0
+
+
+def test_optional_entries_with_missing_data_are_skipped(identity_file, tmp_path, caplog):
+    mixed = build_mixture([{"task": "customjson", "path": str(identity_file)},
+                           {"task": "customjson", "path": str(tmp_path / "absent.jsonl"), "optional": True}])
+    assert len(mixed) == len(build_mixture([{"task": "customjson", "path": str(identity_file)}]))
+    assert "skipped, its data is missing" in caplog.text and "absent.jsonl" in caplog.text
+    with pytest.raises(FileNotFoundError, match="absent.jsonl"):  # not optional: still an error
+        build_mixture([{"task": "customjson", "path": str(tmp_path / "absent.jsonl")}])
+    with pytest.raises(ValueError, match="every entry was optional and missing"):
+        build_mixture([{"task": "customjson", "path": str(tmp_path / "absent.jsonl"), "optional": True}])

@@ -8,16 +8,22 @@ A mixture is a list of entries, as a recipe writes it (nanochat's mid-training m
     - {task: customjson, path: identity.jsonl, repeat: 2}    # every row twice
     - {task: spelling_bee, size: 2000, weight: 0.5}     # a seeded half of its rows
 
-`stop: N` keeps the first N rows of the task; then `repeat: k` (an integer) takes every row k times,
+`optional: true` skips an entry whose local file does not exist (with a warning) instead of failing,
+for data a user may not have made (nanochat's identity conversations). `stop: N` keeps the first N rows
+of the task; then `repeat: k` (an integer) takes every row k times,
 or `weight: w` (a float) takes floor(w) copies plus a seeded random fraction w - floor(w) of the rows;
 other keys are passed to the task (`split`, `path`, `size`, `seed`, ...). The result has the columns
 `messages` and `task` and is shuffled with `seed` (the same mixture and seed give the same rows in the
 same order).
 """
 
+import logging
+
 import numpy as np
 
-MIXTURE_KEYS = ("task", "repeat", "weight", "stop")
+logger = logging.getLogger(__name__)
+
+MIXTURE_KEYS = ("task", "repeat", "weight", "stop", "optional")
 
 
 def _entry_rows(entry: dict, index: int, seed: int):
@@ -36,7 +42,13 @@ def _entry_rows(entry: dict, index: int, seed: int):
         raise ValueError(f"mixture entry {index} ({entry['task']}): weight must be a number > 0, got {weight!r}")
     if stop is not None and (not isinstance(stop, int) or stop < 1):
         raise ValueError(f"mixture entry {index} ({entry['task']}): stop must be an integer >= 1, got {stop!r}")
-    task = get_task(entry["task"], **{k: v for k, v in entry.items() if k not in MIXTURE_KEYS})
+    try:
+        task = get_task(entry["task"], **{k: v for k, v in entry.items() if k not in MIXTURE_KEYS})
+    except FileNotFoundError as err:
+        if not entry.get("optional"):
+            raise
+        logger.warning("mixture entry %d (%s) skipped, its data is missing: %s", index, entry["task"], err)
+        return None
     ds = task.dataset.select_columns(["messages"])
     if stop is not None:
         ds = ds.select(range(min(stop, len(ds))))
@@ -58,7 +70,9 @@ def build_mixture(spec: list[dict], seed: int = 0):
 
     if not isinstance(spec, (list, tuple)) or not spec:
         raise ValueError(f"a mixture is a non-empty list of task entries, got {spec!r}")
-    parts = [_entry_rows(entry, i, seed) for i, entry in enumerate(spec)]
+    parts = [p for p in (_entry_rows(entry, i, seed) for i, entry in enumerate(spec)) if p is not None]
+    if not parts:
+        raise ValueError("the mixture has no rows: every entry was optional and missing")
     mixed = datasets.concatenate_datasets(parts)
     if len(mixed) == 0:
         raise ValueError("the mixture has no rows")
