@@ -358,8 +358,9 @@ def train(stage: Stage) -> dict:
         loss_sum = torch.zeros((), device=acc.device)
         for i, batch in enumerate(micro):
             sync = acc.no_sync(model) if i < len(micro) - 1 else contextlib.nullcontext()
-            with sync, acc.autocast():
-                out = model(**_model_inputs(batch, acc.device), num_items_in_batch=n_items)
+            with sync:
+                with acc.autocast():
+                    out = model(**_model_inputs(batch, acc.device), num_items_in_batch=n_items)
                 # out.loss = this micro-batch's summed loss / global count; DDP averages over processes
                 acc.backward(out.loss * acc.num_processes)
             loss_sum += out.loss.detach()
@@ -372,10 +373,11 @@ def train(stage: Stage) -> dict:
                 last = stage.checkpointer.root / "latest"
                 where = (f"the last good checkpoint is {stage.checkpointer.root / last.read_text().strip()}"
                          if last.exists() else "no checkpoint was saved before it")
+                after = f" after {skipped - 1} skipped steps" if skipped > 1 else ""
                 raise NonFiniteLossError(
-                    f"non-finite loss ({loss}) at step {step}{' after %d skipped steps' % (skipped - 1) if skipped > 1 else ''}; "
-                    f"the weights were not updated with it and {where}. Lower the learning rates "
-                    f"(matrix_lr={r.matrix_lr}, embedding_lr={r.embedding_lr}) or set nan_policy=skip")
+                    f"non-finite loss ({loss}) at step {step}{after}; the weights were not updated with it and "
+                    f"{where}. Lower the learning rates (matrix_lr={r.matrix_lr}, embedding_lr={r.embedding_lr}) "
+                    "or set nan_policy=skip")
             logger.warning("non-finite loss at step %d: step skipped (%d in a row)", step, skipped)
             step += 1
             continue
