@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from hf_nanogpt.data.corpus import iter_stdlib_texts
+from hf_nanogpt.data.corpus import iter_stdlib_texts, iter_texts
 from hf_nanogpt.tokenization import _capped_texts, get_encoder, load_tokenizer
 
 SHARED_DATA = Path(os.environ.get("HF_NANOGPT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -43,14 +43,7 @@ def rustbpe_encoder(folder: Path):
         print(f"note: {record_path} missing, no rustbpe baseline for {folder}", file=sys.stderr)
         return None
     record = json.loads(record_path.read_text())
-    try:
-        from hf_nanogpt.data.corpus import iter_texts
-        corpus = iter_texts(record["data"], "train")
-    except ImportError:
-        if record["data"] != "stdlib":
-            print(f"note: this data layer reads only 'stdlib', no rustbpe baseline for {folder}", file=sys.stderr)
-            return None
-        corpus = iter_stdlib_texts("train")
+    corpus = iter_texts(record["data"], "train")
     _, encoding = train_rustbpe(_capped_texts(corpus, record["max_chars"], record["max_doc_chars"]),
                                 record["requested_vocab_size"])
     return encoding.encode_ordinary_batch

@@ -15,40 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from hf_nanogpt.data.corpus import iter_texts
 from hf_nanogpt.paths import base_dir
 from hf_nanogpt.tokenization import _capped_texts, train_tokenizer
-
-
-def corpus_texts(spec: str):
-    """Documents of the training split of a corpus spec (see hf_nanogpt.data.corpus)."""
-    try:
-        from hf_nanogpt.data.corpus import iter_texts
-    except ImportError:  # an older data layer: the stdlib corpus and local .txt / .jsonl files only
-        return _stdlib_or_local_texts(spec)
-    return iter_texts(spec, "train")
-
-
-def _stdlib_or_local_texts(spec: str):
-    from hf_nanogpt.data.corpus import iter_stdlib_texts
-
-    if spec == "stdlib":
-        yield from iter_stdlib_texts("train")
-        return
-    path = Path(spec).expanduser()
-    files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl")) if path.is_dir() else [path]
-    for file in files:
-        if not file.is_file() or file.suffix not in (".txt", ".jsonl"):
-            raise FileNotFoundError(f"--data {spec}: {file} is not a .txt or .jsonl file (or 'stdlib')")
-        if file.suffix == ".txt":
-            yield file.read_text(encoding="utf-8", errors="replace")
-            continue
-        with file.open(encoding="utf-8", errors="replace") as lines:
-            for lineno, line in enumerate(lines, 1):
-                if line.strip():
-                    row = json.loads(line)
-                    if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                        raise ValueError(f"{file}:{lineno}: expected a JSON object with a string 'text' field")
-                    yield row["text"]
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -66,7 +35,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     def counted():
         nonlocal chars
-        for text in _capped_texts(corpus_texts(args.data), args.max_chars, args.max_doc_chars):
+        for text in _capped_texts(iter_texts(args.data, "train"), args.max_chars, args.max_doc_chars):
             chars += len(text)
             yield text
 
