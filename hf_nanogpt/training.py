@@ -159,11 +159,8 @@ def _stage_data(recipe: TrainRecipe, tokenizer, rank: int, world: int):
         val = build_sft_loader(build_mixture(recipe.val_mixture, seed=recipe.seed), tokenizer, B, T, rank=rank,
                                world_size=world, seed=recipe.seed, mode=recipe.sft_packing, epochs=1,
                                num_proc=recipe.num_proc)
-    # rows per epoch: one per conversation when padding; packing fills rows of T+1 tokens (an estimate
-    # from below: rows that no conversation fits are padded)
-    lengths = train.ids.lengths.clip(max=T + 1)
-    rows = len(lengths) if recipe.sft_packing == "pad" else math.ceil(int(lengths.sum()) / (T + 1))
-    return train, val, rows * T
+    # an epoch, in row tokens over all processes (what derive_plan divides by total_batch_size)
+    return train, val, train.num_batches(0) * B * world * T
 
 
 def _load_start_model(recipe: TrainRecipe):

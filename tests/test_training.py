@@ -210,3 +210,18 @@ def test_tracker_core_and_samples_run_during_training(tmp_path, corpus, tiny_tok
     assert summary["history"]["core"] and summary["history"]["core"][-1][0] == 2
     assert any("sample @1" in r.getMessage() for r in caplog.records)
     assert list((tmp_path / "base").glob("**/events.out.tfevents.*")), "tensorboard wrote no event file"
+
+
+def test_num_epochs_sets_the_horizon_of_a_chat_stage(tmp_path, corpus, tiny_tokenizer_dir):
+    run(recipe(tmp_path, corpus, tiny_tokenizer_dir, num_iterations=2, eval_every=-1))
+    for packing, expected in (("pad", 40 // 2), ("pack", None)):
+        stage = prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, stage="sft",
+                                     output_dir=str(tmp_path / f"sft-{packing}"), init_from=str(tmp_path / "base"),
+                                     mixture=[{"task": "arithmetic", "size": 40}], sft_packing=packing,
+                                     num_iterations=-1, num_epochs=2, total_batch_size=-1, dry_run=True))
+        per_epoch = stage.train_loader.num_batches(0)
+        assert stage.plan.horizon_source == "num_epochs" and stage.plan.num_iterations == 2 * per_epoch
+        if expected is not None:
+            assert per_epoch == expected  # padding: one row per conversation, 2 rows per micro-batch
+        else:
+            assert per_epoch < 40 // 2  # packing puts several conversations in a row
