@@ -38,6 +38,7 @@ from accelerate.utils import set_seed
 
 from .checkpointing import Checkpointer, save_model_folder
 from .configuration_nanogpt import NanoGPTConfig
+from .evaluation.distributed import all_reduce_sum
 from .modeling_nanogpt import NanoGPTForCausalLM
 from .optim import apply_schedule, build_optimizer, lr_multiplier, muon_momentum, parameter_groups_summary
 from .paths import base_dir, resolve_stage
@@ -266,12 +267,6 @@ def _log_setup(stage: Stage, counts: dict) -> None:
 # ----------------------------------------------------------------------------- the loop
 
 
-def _sum_over_processes(value: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
-    if accelerator.num_processes == 1:
-        return value
-    return accelerator.reduce(value, reduction="sum")
-
-
 def _model_inputs(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "shift_labels", "attention_mask")}
 
@@ -350,7 +345,7 @@ def train(stage: Stage) -> dict:
         counts = torch.stack([sum((b["shift_labels"] != -100).sum() for b in micro),
                               sum(b["attention_mask"].sum() if "attention_mask" in b else b["input_ids"].new_tensor(
                                   b["input_ids"].numel()) for b in micro)]).to(acc.device)
-        n_items, step_tokens = _sum_over_processes(counts, acc).unbind()
+        n_items, step_tokens = all_reduce_sum(counts).unbind()
         n_items = n_items.clamp(min=1)
         loss_sum = torch.zeros((), device=acc.device)
         for i, batch in enumerate(micro):
@@ -361,7 +356,7 @@ def train(stage: Stage) -> dict:
                 # out.loss = this micro-batch's summed loss / global count; DDP averages over processes
                 acc.backward(out.loss * acc.num_processes)
             loss_sum += out.loss.detach()
-        loss = _sum_over_processes(loss_sum, acc).item()
+        loss = all_reduce_sum(loss_sum).item()
         if not math.isfinite(loss):
             opt.zero_grad(set_to_none=True)
             skipped += 1
