@@ -34,6 +34,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from .optim import is_dtensor
+
 STATE_DIR = "trainer_state"
 CHECKPOINTS = "checkpoints"
 
@@ -46,7 +48,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 def _is_sharded(model) -> bool:
     """Whether parameters are FSDP2 `DTensor` shards (their full state must be gathered)."""
-    return any(type(p).__name__ == "DTensor" for p in model.parameters())
+    return any(is_dtensor(p) for p in model.parameters())
 
 
 def rng_state() -> dict:

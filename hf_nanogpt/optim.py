@@ -70,7 +70,8 @@ def zeropower_via_newtonschulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-
     return x.mT if transposed else x
 
 
-def _is_dtensor(t: torch.Tensor) -> bool:
+def is_dtensor(t: torch.Tensor) -> bool:
+    """Whether `t` is a DTensor (an FSDP2 shard of a parameter or gradient)."""
     return DTensor is not None and isinstance(t, DTensor)
 
 
@@ -122,11 +123,11 @@ class MuonAdamW(torch.optim.Optimizer):
         for i, u in enumerate(updates):
             by_shape[tuple(u.shape)].append(i)
         for indices in by_shape.values():
-            full = [updates[i].full_tensor() if _is_dtensor(updates[i]) else updates[i] for i in indices]
+            full = [updates[i].full_tensor() if is_dtensor(updates[i]) else updates[i] for i in indices]
             ortho = zeropower_via_newtonschulz(torch.stack(full), steps=group["ns_steps"])  # (k, m, n)
             for j, i in enumerate(indices):
                 p, o = params[i], ortho[j].to(params[i].dtype)
-                if _is_dtensor(p):  # keep only this rank's shard of the full update
+                if is_dtensor(p):  # keep only this rank's shard of the full update
                     o = distribute_tensor(o, p.device_mesh, p.placements, src_data_rank=None)
                 rows, cols = p.shape
                 p.mul_(1 - lr * wd)

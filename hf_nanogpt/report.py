@@ -285,12 +285,18 @@ def _duration(seconds: float) -> str:
 _MISSING_KEYS = {"CORE": "tasks_missing", "ChatCORE": "ChatCORE_tasks_missing"}
 
 
+def _merge(sections: list[tuple[str, dict]]) -> dict[str, dict]:
+    """Sections by name; a section appended several times is merged, later keys winning."""
+    merged: dict[str, dict] = {}
+    for name, data in sections:
+        merged.setdefault(name, {}).update(data)
+    return merged
+
+
 def summary_table(sections: list[tuple[str, dict]]) -> str:
     """nanochat's table: one row per metric, BASE / MID / SFT columns, '-' where not measured. An
     aggregate computed over part of its tasks is starred, with a note naming what it lacks."""
-    merged = {}
-    for name, data in sections:
-        merged.setdefault(name, {}).update(data)
+    merged = _merge(sections)
     rows = ["| Metric | " + " | ".join(STAGE_COLUMNS) + " |", "|---|" + "---|" * len(STAGE_COLUMNS)]
     notes = []
     for metric in SUMMARY_METRICS:
@@ -316,9 +322,7 @@ CHANCE = {"ARC-Easy": 0.25, "ARC-Challenge": 0.25, "MMLU": 0.25, "GSM8K": 0.0, "
 
 def learned_summary(sections: list[tuple[str, dict]]) -> list[str]:
     """Lines saying how far above chance the final chat model is on each task it was evaluated on."""
-    merged = {}
-    for name, data in sections:
-        merged.setdefault(name, {}).update(data)
+    merged = _merge(sections)
     final = next((merged[s] for s in ("chat-eval-sft", "chat-eval-mid") if s in merged), None)
     if final is None:
         return []
