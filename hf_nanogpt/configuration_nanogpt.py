@@ -82,9 +82,10 @@ class NanoGPTConfig(PreTrainedConfig):
     """
 
     model_type = "nanogpt"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]  # the name before and after 5.24
     attribute_map = _ATTRIBUTE_MAP
-    # Tensor-parallel plan for transformers' `tp_plan="auto"` (projection names follow Llama).
+    # Tensor-parallel plan for transformers' `tp_plan="auto"` (projection names follow Llama). Each config
+    # narrows it to the modules it builds (`__post_init__`): no `gate_proj` entry without a gated MLP.
     base_model_tp_plan = {
         "layers.*.self_attn.q_proj": "colwise",
         "layers.*.self_attn.k_proj": "colwise",
@@ -140,6 +141,9 @@ class NanoGPTConfig(PreTrainedConfig):
             self.layer_types = _layer_types_from_pattern(self.window_pattern, self.num_hidden_layers)
         elif self.layer_types is None:
             self.layer_types = ["full_attention"] * self.num_hidden_layers
+        # Not serialised (transformers drops it from config.json); re-derived on every load.
+        self.base_model_tp_plan = {k: v for k, v in type(self).base_model_tp_plan.items()
+                                   if self.hidden_act == "swiglu" or not k.endswith("gate_proj")}
         if getattr(self, "auto_map", None) is None:
             # Saved folders must name every Auto class (save_pretrained only adds the one being saved),
             # so AutoModel and AutoModelForCausalLM both resolve from the remote code.

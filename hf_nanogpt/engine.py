@@ -19,7 +19,8 @@ The engine knows nothing about text: it is given token ids (the prompt and the s
 `Engine.generate` is a generator yielding one column per decoding step (stop iterating to cancel:
 the server does that when a client disconnects); `Engine.generate_batch` collects the rows and can
 call a per-token callback. Model calls follow the Hugging Face contract only:
-`model(input_ids=..., past_key_values=cache, use_cache=True[, logits_to_keep=1]).logits`.
+`model(input_ids=..., cache=cache, use_cache=True[, logits_to_keep=1]).logits`, with the cache keyword the
+model's `forward` names (`cache` from transformers 5.24, `past_key_values` before).
 """
 
 import inspect
@@ -32,6 +33,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from .calculator import use_calculator
+from .compat_nanogpt import model_cache_keyword
 
 # Name of each special token the engine may use, as written in the tokenizer's vocabulary.
 SPECIAL_TOKEN_NAMES = {
@@ -130,7 +132,7 @@ class Engine:
     """Generation over a causal LM's KV cache, with the calculator tool.
 
     Args:
-        model: any transformers-style causal LM (`model(input_ids, past_key_values, use_cache)` ->
+        model: any transformers-style causal LM (`model(input_ids, cache | past_key_values, use_cache)` ->
             output with `.logits` (B, T, V)); used in eval mode, never modified.
         tokens: the special ids (`ChatTokens.from_tokenizer(tok)` builds them).
         encode / decode: text <-> ids, used only to read a tool expression and write its result;
@@ -156,6 +158,7 @@ class Engine:
         self.tools_enabled = tokens.has_tools and encode is not None and decode is not None
         # Only the last position's logits are needed; skip the (T, V) prefill logits when supported.
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._cache_keyword = model_cache_keyword(model.forward)
 
     @classmethod
     def from_tokenizer(cls, model: torch.nn.Module, tokenizer, **kwargs) -> "Engine":
@@ -182,7 +185,8 @@ class Engine:
     def _last_logits(self, input_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """Run input_ids (B, T) through the model, extending `cache`; return logits (B, V)."""
         kwargs = {"logits_to_keep": 1} if self._logits_to_keep else {}
-        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, **kwargs)
+        kwargs[self._cache_keyword] = cache
+        out = self.model(input_ids=input_ids, use_cache=True, **kwargs)
         return out.logits[:, -1, :]
 
     def _advance(self, row: _Row, token: int, forced: bool) -> None:

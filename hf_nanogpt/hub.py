@@ -35,12 +35,11 @@ from pathlib import Path
 
 import yaml
 
+from .stages import LEGACY_STAGE_NAMES, STAGES
+
 CARD_TAGS = ("nanogpt", "nanochat", "hf_nanogpt")
 DEFAULT_LICENSE = "mit"  # nanoGPT and nanochat are MIT-licensed
 REQUIRED_FILES = ("config.json", "tokenizer.json")
-STAGE_TITLES = {"pretrain": "BASE", "mid": "MID", "sft": "SFT"}
-_FOLDER_STAGES = {"base": "pretrain", "mid": "mid", "sft": "sft"}
-_TRAIN_SECTIONS = (("base-train", "pretrain"), ("mid-train", "mid"), ("sft-train", "sft"))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -125,10 +124,14 @@ def read_recipe(model_dir: str | os.PathLike) -> dict | None:
 
 
 def model_stage(model_dir: str | os.PathLike, recipe: dict | None = None) -> str | None:
-    """`pretrain`, `mid` or `sft` from the recipe, else from the folder name (`base`/`mid`/`sft`), else None."""
-    if recipe and recipe["recipe"].get("stage") in STAGE_TITLES:
-        return recipe["recipe"]["stage"]
-    return _FOLDER_STAGES.get(Path(model_dir).resolve().name)
+    """`base`, `mid` or `sft` from the recipe (older recipes' `pretrain` = `base`), else from the folder
+    name, else None."""
+    stage = recipe["recipe"].get("stage") if recipe else None
+    stage = LEGACY_STAGE_NAMES.get(stage, stage)
+    if stage in STAGES:
+        return stage
+    name = Path(model_dir).resolve().name
+    return name if name in STAGES else None
 
 
 def default_run_dir(model_dir: str | os.PathLike) -> Path | None:
@@ -226,20 +229,20 @@ def metrics_markdown(sections: list[tuple[str, dict]], stage: str | None) -> lis
     has_evals = any(isinstance(d.get(m), (int, float)) for d in merged.values() for m in SUMMARY_METRICS)
     if has_evals:
         lines += ["### Evaluations", ""]
-        if stage in STAGE_TITLES:
-            lines += [f"This model is the **{STAGE_TITLES[stage]}** column; the others are the stages it was "
+        if stage in STAGES:
+            lines += [f"This model is the **{STAGES[stage].title}** column; the others are the stages it was "
                       "trained from (nanochat's report-card table; higher is better).", ""]
         lines += [summary_table(sections), ""]
     rows = []
-    for section, stage_name in _TRAIN_SECTIONS:
-        data = merged.get(section)
+    for stage_name, info in STAGES.items():
+        data = merged.get(info.train_section)
         if not data:
             continue
         val = data.get("val_bpb")
-        if stage_name == "pretrain" and isinstance(merged.get("base-eval", {}).get("val_bpb"), (int, float)):
+        if stage_name == "base" and isinstance(merged.get("base-eval", {}).get("val_bpb"), (int, float)):
             val = merged["base-eval"]["val_bpb"]  # the dedicated evaluation over more tokens wins
         seconds = next((data[k] for k in WALL_TIME_KEYS if isinstance(data.get(k), (int, float))), None)
-        rows.append(f"| {STAGE_TITLES[stage_name]} | {_num(data.get('steps'))} | "
+        rows.append(f"| {info.title} | {_num(data.get('steps'))} | "
                     f"{_count(data['tokens']) if isinstance(data.get('tokens'), (int, float)) else '-'} | "
                     f"{_num(data.get('final_loss'))} | {_num(val)} | "
                     f"{f'{seconds / 60:.1f} min' if seconds is not None else '-'} | {_num(data.get('world_size'))} |")
@@ -264,7 +267,7 @@ def recipe_markdown(model_dir: Path, recipe: dict | None) -> list[str]:
     facts = [f"stage `{r.get('stage')}`"]
     if r.get("init_from"):
         facts.append(f"started from `{r['init_from']}`")
-    if r.get("stage") == "pretrain":
+    if LEGACY_STAGE_NAMES.get(r.get("stage"), r.get("stage")) == "base":
         facts.append(f"data `{r.get('train_data')}`")
     elif r.get("mixture"):
         tasks = [m.get("task", "?") for m in r["mixture"] if isinstance(m, dict)]
@@ -299,9 +302,9 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, run_dir: str | 
     if run is not None and not (run / "report").is_dir():
         raise FileNotFoundError(f"run folder {run} has no report/ sub-folder with report sections (wrong --run_dir?)")
     sections = read_sections(run) if run is not None else []
-    chat = stage != "pretrain"
+    chat = stage != "base"
     name = repo_id.split("/")[-1]
-    kind = {"pretrain": "pretrained base model", "mid": "mid-trained chat model", "sft": "chat model (SFT)"}
+    kind = {"base": "pretrained base model", "mid": "mid-trained chat model", "sft": "chat model (SFT)"}
     lines = ["---", front_matter(license, extra_tags=["conversational"] if chat else []).rstrip(), "---", "",
              f"# {name}", "",
              f"A {_count(weights['parameters'])}-parameter {kind.get(stage, 'language model')} trained with "

@@ -35,7 +35,10 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
+from .compat_nanogpt import CACHE_NAME, cache_kwargs, check_transformers_version, pick_cache, positions_from_mask
 from .configuration_nanogpt import NanoGPTConfig
+
+check_transformers_version()  # a clear warning at load on an untested transformers release
 
 # ----------------------------------------------------------------------------- building blocks
 
@@ -160,7 +163,7 @@ class NanoGPTAttention(nn.Module):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
         attention_mask: torch.Tensor | None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         bsz, seq_len, _ = hidden_states.shape
@@ -172,8 +175,8 @@ class NanoGPTAttention(nn.Module):
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q, k = self.q_norm(q), self.k_norm(k)  # nanochat order: rotate, then normalise
 
-        if past_key_values is not None:  # append this step's keys/values; get the whole history back
-            k, v = past_key_values.update(k, v, self.layer_idx)
+        if cache is not None:  # append this step's keys/values; get the whole history back
+            k, v = cache.update(k, v, self.layer_idx)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -251,14 +254,14 @@ class NanoGPTDecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
         attn_out, _ = self.self_attn(
             self.input_layernorm(hidden_states),
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             **kwargs,
         )
         hidden_states = hidden_states + attn_out
@@ -274,7 +277,7 @@ class NanoGPTPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["NanoGPTDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]  # the name before and after 5.24
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -383,26 +386,32 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | dict | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        """Run the trunk on `input_ids` (B, T) or `inputs_embeds` (B, T, d); returns (B, T, d) states."""
+        """Run the trunk on `input_ids` (B, T) or `inputs_embeds` (B, T, d); returns (B, T, d) states.
+
+        The KV cache may come as `cache` (transformers >= 5.24) or `past_key_values` (earlier
+        releases); it is returned under the name of the installed release.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("NanoGPTModel.forward: pass exactly one of input_ids or inputs_embeds")
+        cache = pick_cache(cache, past_key_values)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, d)
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        if position_ids is None:
-            past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
-            position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)[None] + past_seen
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        if position_ids is None:  # from the padding mask (left-padded batches), else past_seen + arange(T)
+            past_seen = cache.get_seq_length() if cache is not None else 0
+            position_ids = positions_from_mask(attention_mask, inputs_embeds.shape[1], past_seen, inputs_embeds.device)
 
         # `generate()` may hand over masks already built per layer type; otherwise build them here.
         if not isinstance(mask_by_type := attention_mask, dict):
             mask_kwargs = dict(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                               past_key_values=past_key_values, position_ids=position_ids)
+                               position_ids=position_ids, **cache_kwargs(cache))
             mask_by_type = {"full_attention": create_causal_mask(**mask_kwargs)}
             if self.has_sliding_layers:
                 mask_by_type["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
@@ -410,7 +419,7 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
         hidden_states = inputs_embeds
         position_embeddings = None
         if self.embed_positions is not None:
-            # Left-padded rows carry negative/garbage positions on pad tokens; clamp them into the table.
+            # Pad tokens of left-padded rows may carry out-of-range positions; clamp them into the table.
             pos = position_ids.clamp(0, self.config.max_position_embeddings - 1)
             hidden_states = hidden_states + self.embed_positions(pos)
         else:
@@ -425,12 +434,11 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
                 hidden_states,
                 position_embeddings=position_embeddings,
                 attention_mask=mask_by_type[self.config.layer_types[i]],
-                past_key_values=past_key_values,
+                cache=cache,
                 **kwargs,
             )
         hidden_states = self.norm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states,
-                                       past_key_values=past_key_values if use_cache else None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_kwargs(cache if use_cache else None))
 
 
 class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
@@ -459,12 +467,13 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         shift_labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Logits (B, T', V) for the kept positions, and the mean cross-entropy when targets are given.
@@ -478,7 +487,7 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=pick_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -502,7 +511,7 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **cache_kwargs(getattr(outputs, CACHE_NAME)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
+from .stages import LEGACY_STAGE_NAMES, STAGES, stage_info
+
 _UNSET = -1
 
 
@@ -40,7 +42,7 @@ class TrainRecipe:
     """Every knob of a training stage (pretraining, mid-training or SFT). `-1` means "derive it"."""
 
     # --- stage and I/O
-    stage: Literal["pretrain", "mid", "sft"] = _f("pretrain", "which stage this recipe trains")
+    stage: Literal["base", "mid", "sft"] = _f("base", "which stage this recipe trains (base = pretraining)")
     output_dir: str | None = _f(None, "checkpoint folder; default $HF_NANOGPT_BASE_DIR/<base|mid|sft>")
     tokenizer: str = _f("tokenizer", "tokenizer folder or stage name (resolved in $HF_NANOGPT_BASE_DIR)")
     init_from: str | None = _f(None, "model folder or stage name to start from (mid/sft); None = fresh model")
@@ -130,9 +132,9 @@ class TrainRecipe:
         if self.warmup_ratio + self.warmdown_ratio > 1.0:
             raise ValueError(f"recipe keys warmup_ratio={self.warmup_ratio} + warmdown_ratio={self.warmdown_ratio} "
                              "exceed 1: warmup and warmdown would overlap")
-        if self.stage != "pretrain" and not self.mixture:
+        if self.stage != "base" and not self.mixture:
             raise ValueError(f"recipe key mixture is empty: stage {self.stage!r} trains on a chat task mixture")
-        if self.stage != "pretrain" and self.init_from is None:
+        if self.stage != "base" and self.init_from is None:
             raise ValueError(f"recipe key init_from is unset: stage {self.stage!r} starts from an earlier checkpoint")
         if self.lora_r < 0:
             raise ValueError(f"recipe key lora_r={self.lora_r} is invalid: expected >= 0")
@@ -235,6 +237,8 @@ def load_recipe_file(path: str | os.PathLike, cls=TrainRecipe) -> dict[str, Any]
         raise ValueError(f"recipe file {path} must hold a mapping of keys to values, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in dataclasses.fields(cls)]
+    if data.get("stage") in LEGACY_STAGE_NAMES:  # recipes written before the stage table (stages.py)
+        data["stage"] = LEGACY_STAGE_NAMES[data["stage"]]
     for key, value in list(data.items()):
         if key in hints:
             value = data[key] = _normalize(value, hints[key])
@@ -247,10 +251,12 @@ def load_recipe_file(path: str | os.PathLike, cls=TrainRecipe) -> dict[str, Any]
 
 
 def parse_recipe(argv: list[str] | None = None, cls=TrainRecipe, description: str | None = None,
-                 defaults: dict[str, Any] | None = None):
+                 defaults: dict[str, Any] | None = None, stage: str | None = None):
     """`[recipe.yaml] [--key=value ...]` -> a validated `cls` instance.
 
-    `defaults` are stage defaults applied below the YAML file (e.g. `stage="sft"` for `sft.py`).
+    `defaults` are stage defaults applied below the YAML file (e.g. `init_from="mid"` for `sft.py`).
+    `stage` (a stage script's own stage) is the default of the `stage` key, and a recipe or override
+    naming another stage is refused with the script that trains it.
     """
     parser = build_arg_parser(cls, description)
     args, unknown = parser.parse_known_args(argv)
@@ -261,6 +267,12 @@ def parse_recipe(argv: list[str] | None = None, cls=TrainRecipe, description: st
     if args.recipe:
         values.update(load_recipe_file(args.recipe, cls))
     values.update({k: v for k, v in vars(args).items() if k != "recipe"})
+    if stage is not None:
+        asked = values.setdefault("stage", stage)
+        if asked != stage:
+            source = args.recipe or "the command line"
+            raise ValueError(f"{source} is a recipe of stage {asked!r}, but {STAGES[stage].script} trains stage "
+                             f"{stage!r}: run python {stage_info(asked).script} {args.recipe or ''}".rstrip())
     recipe = cls(**values)
     recipe.validate()
     return recipe
@@ -313,7 +325,7 @@ def derive_plan(recipe: TrainRecipe, flops_per_token: int, matmul_params: int, w
         steps, source = recipe.num_iterations, "num_iterations"
     elif recipe.target_flops > 0:
         steps, source = round(recipe.target_flops / (flops_per_token * total)), "target_flops"
-    elif recipe.stage == "pretrain" and recipe.target_param_data_ratio > 0:
+    elif recipe.stage == "base" and recipe.target_param_data_ratio > 0:
         steps, source = round(recipe.target_param_data_ratio * matmul_params / total), "target_param_data_ratio"
     elif recipe.num_epochs > 0 and tokens_per_epoch:
         steps, source = round(recipe.num_epochs * tokens_per_epoch / total), "num_epochs"

@@ -36,13 +36,17 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from .stages import STAGES
+
 REPORT_DIR = "report"
-SECTION_ORDER = ("header", "environment", "tokenizer", "tokenizer-eval", "base-train", "base-eval",
-                 "mid-train", "chat-eval-mid", "sft-train", "chat-eval-sft")
+SECTION_ORDER = ("header", "environment", "tokenizer", "tokenizer-eval", STAGES["base"].train_section, "base-eval",
+                 STAGES["mid"].train_section, "chat-eval-mid", STAGES["sft"].train_section, "chat-eval-sft")
 SUMMARY_METRICS = ("CORE", "ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee", "Arithmetic",
                    "ChatCORE")
-STAGE_COLUMNS = {"BASE": ("base-eval", "chat-eval-base"), "MID": ("chat-eval-mid",), "SFT": ("chat-eval-sft",)}
-TRAIN_STAGES = ("base", "mid", "sft")
+# Card columns, one per stage (stages.py), and the evaluation sections each column reads.
+STAGE_COLUMNS = {info.title: ((f"{name}-eval", f"chat-eval-{name}") if name == "base" else (f"chat-eval-{name}",))
+                 for name, info in STAGES.items()}
+TRAIN_STAGES = tuple(info.folder for info in STAGES.values())
 # Plotted quantities: file stem -> (title, keys accepted in train_log.jsonl, first found wins).
 PLOTTED = {"loss": ("train loss", ("loss",)), "val_bpb": ("validation bits per byte", ("val_bpb",)),
            "lr": ("learning rate (multiplier of each group's base rate when logged as lr_mult)", ("lr", "lr_mult")),

@@ -114,7 +114,7 @@ def _empty_backend() -> Tokenizer:
     return backend
 
 
-def _capped_texts(texts: Iterable[str], max_chars: int | None, max_doc_chars: int | None) -> Iterator[str]:
+def capped_texts(texts: Iterable[str], max_chars: int | None, max_doc_chars: int | None) -> Iterator[str]:
     """Yield documents cut to `max_doc_chars` each, stopping once `max_chars` characters are out."""
     total = 0
     for index, text in enumerate(texts):
@@ -160,9 +160,19 @@ def train_tokenizer(
         special_tokens=[],  # added after training so they take the last ids (tiktoken-compatible layout)
         show_progress=show_progress,
     )
-    backend.train_from_iterator(_capped_texts(texts, max_chars, max_doc_chars), trainer=trainer)
-    if backend.get_vocab_size() <= 256:
-        raise ValueError("train_tokenizer: the texts were empty (no merges learned)")
+    chars = 0
+
+    def counted() -> Iterator[str]:
+        nonlocal chars
+        for text in capped_texts(texts, max_chars, max_doc_chars):
+            chars += len(text)
+            yield text
+
+    backend.train_from_iterator(counted(), trainer=trainer)
+    if chars == 0:
+        raise ValueError("train_tokenizer: the texts were empty (no characters to train on)")
+    # vocab_size 265 = 256 bytes + 9 control tokens asks for no merges: a byte-level (character-level
+    # for ASCII text) tokenizer, as nanoGPT's shakespeare_char uses.
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     return tokenizer_from_backend(backend)
 

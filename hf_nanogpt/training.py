@@ -43,11 +43,14 @@ from .modeling_nanogpt import NanoGPTForCausalLM
 from .optim import apply_schedule, build_optimizer, lr_multiplier, muon_momentum, parameter_groups_summary
 from .paths import base_dir, resolve_stage
 from .recipe import TrainingPlan, TrainRecipe, derive_plan, save_recipe
+from .stages import STAGES
 
 logger = logging.getLogger(__name__)
 
-STAGE_DIRS = {"pretrain": "base", "mid": "mid", "sft": "sft"}
 MAX_SKIPPED_STEPS = 10
+# The tokenizer trained on the fly for the embedded default (the `stdlib` corpus) when the recipe's
+# tokenizer folder does not exist yet: the same settings as `scripts/speedrun.sh tiny`.
+STDLIB_TOKENIZER = dict(vocab_size=4096, max_chars=20_000_000)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -137,7 +140,7 @@ def device_peak_flops(device: torch.device) -> tuple[float, str]:
 def _stage_data(recipe: TrainRecipe, tokenizer, rank: int, world: int):
     """(train loader, val loader or None, tokens per epoch or None) for the recipe's stage."""
     B, T = recipe.device_batch_size, recipe.max_seq_len
-    if recipe.stage == "pretrain":
+    if recipe.stage == "base":
         from .data.pretrain import build_pretrain_loader
 
         if recipe.val_data is None and recipe.train_data.rstrip().endswith("]"):
@@ -164,12 +167,42 @@ def _stage_data(recipe: TrainRecipe, tokenizer, rank: int, world: int):
     return train, val, train.num_batches(0) * B * world * T
 
 
-def _load_start_model(recipe: TrainRecipe):
+def _tokenizer_folder(recipe: TrainRecipe, accelerator: Accelerator) -> Path:
+    """The recipe's tokenizer folder. Missing for the embedded default (`stdlib` corpus): trained here
+    on the main process and saved where the recipe looks for it. Missing otherwise: an error naming
+    the `scripts/tok_train.py` command that makes it."""
+    from .paths import STAGES as RUN_FOLDERS
+
+    folder = base_dir() / recipe.tokenizer if recipe.tokenizer in RUN_FOLDERS else Path(recipe.tokenizer)
+    if folder.exists():
+        return folder
+    if recipe.train_data != "stdlib":
+        data = recipe.train_data.replace("'", "'\\''")
+        raise FileNotFoundError(
+            f"tokenizer folder {folder} does not exist (recipe key tokenizer={recipe.tokenizer!r}); train it first:\n"
+            f"  python scripts/tok_train.py --data '{data}' --vocab_size 32768 --output_dir {folder}")
+    if accelerator.is_main_process:
+        from .data.corpus import iter_stdlib_texts
+        from .tokenization import train_tokenizer
+
+        logger.info("tokenizer folder %s does not exist: training a %d-token BPE on %d M characters of the "
+                    "stdlib corpus (as scripts/tok_train.py --data stdlib would)", folder,
+                    STDLIB_TOKENIZER["vocab_size"], STDLIB_TOKENIZER["max_chars"] // 1_000_000)
+        tokenizer = train_tokenizer(iter_stdlib_texts("train"), **STDLIB_TOKENIZER)
+        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, folder)  # appears complete or not at all
+        logger.info("saved the tokenizer to %s", folder)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def _load_start_model(recipe: TrainRecipe, accelerator: Accelerator):
     """(model, tokenizer) for the stage: a fresh model for pretraining, else the `init_from` folder."""
     from .tokenization import load_tokenizer
 
-    if recipe.stage == "pretrain" and recipe.init_from is None:
-        tokenizer = load_tokenizer(resolve_stage(recipe.tokenizer))
+    if recipe.stage == "base" and recipe.init_from is None:
+        tokenizer = load_tokenizer(_tokenizer_folder(recipe, accelerator))
         return NanoGPTForCausalLM(build_model_config(recipe, tokenizer)), tokenizer
     folder = resolve_stage(recipe.init_from)
     tokenizer = load_tokenizer(folder)
@@ -196,7 +229,7 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
     from .tokenization import token_bytes
 
     recipe.validate()
-    output_dir = Path(recipe.output_dir) if recipe.output_dir else base_dir() / STAGE_DIRS[recipe.stage]
+    output_dir = Path(recipe.output_dir) if recipe.output_dir else base_dir() / STAGES[recipe.stage].folder
     # Without GPUs, a torchrun-style launch (`accelerate launch --num_processes 2`) needs cpu=True for
     # accelerate to set up gloo (MULTI_CPU) instead of silently running independent processes.
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -204,7 +237,7 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
                                              log_with=None if recipe.tracker == "none" else recipe.tracker,
                                              project_dir=str(output_dir))
     set_seed(recipe.seed)  # same init on every process
-    model, tokenizer = _load_start_model(recipe)
+    model, tokenizer = _load_start_model(recipe, accelerator)
     if recipe.lora_r > 0:
         model = _apply_lora(model, recipe)
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -268,7 +301,10 @@ def _log_setup(stage: Stage, counts: dict) -> None:
 
 
 def _model_inputs(batch: dict, device) -> dict:
-    return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "shift_labels", "attention_mask")}
+    """The model's training inputs; `use_cache=False` because training never decodes (a cache would hold
+    every layer's K/V of the batch until the step ends)."""
+    inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "shift_labels", "attention_mask")}
+    return inputs | {"use_cache": False}
 
 
 def evaluate_val_bpb(stage: Stage) -> float | None:
@@ -356,6 +392,7 @@ def train(stage: Stage) -> dict:
                 # out.loss = this micro-batch's summed loss / global count; DDP averages over processes
                 acc.backward(out.loss * acc.num_processes)
             loss_sum += out.loss.detach()
+            del out  # release the (B, T, V) logits before the next micro-batch's forward
         loss = all_reduce_sum(loss_sum).item()
         if not math.isfinite(loss):
             opt.zero_grad(set_to_none=True)
@@ -476,7 +513,7 @@ def finalize(stage: Stage, summary: dict) -> Path | None:
         from . import report
 
         counts = model.parameter_counts()
-        report.append(stage.output_dir.parent, {"pretrain": "base-train", "mid": "mid-train", "sft": "sft-train"}[r.stage],
+        report.append(stage.output_dir.parent, STAGES[r.stage].train_section,
                       {"steps": summary["step"], "final_loss": summary["loss"], "val_bpb": summary["val_bpb"],
                        "min_val_bpb": summary["min_val_bpb"], "parameters": counts["total"],
                        "tokens": stage.plan.total_tokens, "tokens_per_s": summary["tokens_per_s"],

@@ -15,7 +15,7 @@ from hf_nanogpt.training import configure_logging, run
 
 def main(argv: list[str] | None = None) -> dict:
     recipe = parse_recipe(sys.argv[1:] if argv is None else argv, description=__doc__,
-                          defaults={"stage": "mid", "init_from": "base"})
+                          defaults={"init_from": "base"}, stage="mid")
     configure_logging()
     return run(recipe)
 

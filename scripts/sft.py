@@ -17,7 +17,7 @@ from hf_nanogpt.training import configure_logging, run
 
 def main(argv: list[str] | None = None) -> dict:
     recipe = parse_recipe(sys.argv[1:] if argv is None else argv, description=__doc__,
-                          defaults={"stage": "sft", "init_from": "mid"})
+                          defaults={"init_from": "mid"}, stage="sft")
     configure_logging()
     return run(recipe)
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from hf_nanogpt.data.corpus import iter_stdlib_texts, iter_texts
-from hf_nanogpt.tokenization import _capped_texts, get_encoder, load_tokenizer
+from hf_nanogpt.tokenization import capped_texts, get_encoder, load_tokenizer
 
 SHARED_DATA = Path(os.environ.get("HF_NANOGPT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -44,7 +44,7 @@ def rustbpe_encoder(folder: Path):
         return None
     record = json.loads(record_path.read_text())
     corpus = iter_texts(record["data"], "train")
-    _, encoding = train_rustbpe(_capped_texts(corpus, record["max_chars"], record["max_doc_chars"]),
+    _, encoding = train_rustbpe(capped_texts(corpus, record["max_chars"], record["max_doc_chars"]),
                                 record["requested_vocab_size"])
     return encoding.encode_ordinary_batch
 

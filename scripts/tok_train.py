@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hf_nanogpt.data.corpus import iter_texts
 from hf_nanogpt.paths import base_dir
-from hf_nanogpt.tokenization import _capped_texts, train_tokenizer
+from hf_nanogpt.tokenization import capped_texts, train_tokenizer
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     def counted():
         nonlocal chars
-        for text in _capped_texts(iter_texts(args.data, "train"), args.max_chars, args.max_doc_chars):
+        for text in capped_texts(iter_texts(args.data, "train"), args.max_chars, args.max_doc_chars):
             chars += len(text)
             yield text
 

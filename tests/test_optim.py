@@ -80,7 +80,9 @@ def test_muon_step_matches_torch_muon():
     shapes = [(24, 8), (8, 24), (16, 16), (16, 16)]
     ours_p = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
     ref_p = [torch.nn.Parameter(p.detach().clone()) for p in ours_p]
-    ours = MuonAdamW([dict(kind="muon", params=ours_p, lr=0.02, weight_decay=0.1)], momentum=0.9)
+    # torch's Muon runs Newton-Schulz in bfloat16 on every device; ours does on GPUs (float32 on CPUs)
+    ours = MuonAdamW([dict(kind="muon", params=ours_p, lr=0.02, weight_decay=0.1)], momentum=0.9,
+                     ns_dtype=torch.bfloat16)
     ref = torch.optim.Muon(ref_p, lr=0.02, weight_decay=0.1, momentum=0.9, adjust_lr_fn="original")
     for step in range(3):
         grads = [torch.randn(s) for s in shapes]

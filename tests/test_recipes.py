@@ -34,7 +34,7 @@ def test_recipe_folder_holds_the_documented_recipes():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_every_recipe_loads_and_validates(path):
     recipe = parse_recipe([str(path)])
-    if recipe.stage == "pretrain":
+    if recipe.stage == "base":
         config = build_model_config(recipe, _Vocab())
         with torch.device("meta"):
             model = NanoGPTForCausalLM(config)

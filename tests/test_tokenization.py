@@ -17,7 +17,7 @@ from hf_nanogpt.data.corpus import iter_stdlib_texts
 from hf_nanogpt.tokenization import (
     CONTROL_MARKER,
     SPECIAL_TOKENS,
-    _capped_texts,
+    capped_texts,
     chat_template,
     get_encoder,
     load_tokenizer,
@@ -107,8 +107,8 @@ def test_train_arguments_are_checked_and_caps_hold():
         train_tokenizer(["abc"], vocab_size=300, max_chars=0)
     with pytest.raises(TypeError, match="text 1 is a bytes"):
         train_tokenizer(["abc", b"def"], vocab_size=300)
-    assert list(_capped_texts(["abcdef", "ghij", "klm"], max_chars=8, max_doc_chars=5)) == ["abcde", "ghi"]
-    assert list(_capped_texts(["abc", "", "de"], max_chars=None, max_doc_chars=None)) == ["abc", "de"]
+    assert list(capped_texts(["abcdef", "ghij", "klm"], max_chars=8, max_doc_chars=5)) == ["abcde", "ghi"]
+    assert list(capped_texts(["abc", "", "de"], max_chars=None, max_doc_chars=None)) == ["abc", "de"]
 
 
 def test_small_corpus_learns_its_words():

@@ -31,7 +31,7 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def recipe(tmp_path: Path, corpus: Path, tokenizer_dir: Path, **overrides) -> TrainRecipe:
-    fields = dict(stage="pretrain", output_dir=str(tmp_path / "base"), tokenizer=str(tokenizer_dir),
+    fields = dict(stage="base", output_dir=str(tmp_path / "base"), tokenizer=str(tokenizer_dir),
                   train_data=str(corpus), depth=2, aspect_ratio=32, head_dim=32, max_seq_len=64,
                   device_batch_size=2, total_batch_size=256, num_iterations=6, eval_every=3, eval_tokens=512,
                   save_every=-1, warmdown_ratio=0.5, dtype="float32", seed=7, muon_momentum_warmup_steps=3,

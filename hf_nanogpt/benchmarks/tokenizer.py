@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..data.corpus import iter_stdlib_texts
-from ..tokenization import SPECIAL_TOKENS, SPLIT_PATTERN, _capped_texts, get_encoder, train_tokenizer
+from ..tokenization import SPECIAL_TOKENS, SPLIT_PATTERN, capped_texts, get_encoder, train_tokenizer
 
 
 def train_rustbpe(texts: Iterable[str], vocab_size: int):
@@ -45,7 +45,7 @@ def _best_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
 
 def run(vocab_size: int, max_chars: int, repeats: int) -> dict:
     """Measure everything; returns a dict of rows `name -> (seconds, MB, extra)` and notes."""
-    train_texts = list(_capped_texts(iter_stdlib_texts("train"), max_chars, 10_000))
+    train_texts = list(capped_texts(iter_stdlib_texts("train"), max_chars, 10_000))
     train_mb = sum(len(t.encode("utf-8")) for t in train_texts) / 1e6
     eval_texts = list(iter_stdlib_texts("val"))
     eval_mb = sum(len(t.encode("utf-8")) for t in eval_texts) / 1e6

@@ -31,10 +31,14 @@ def bpb_sums(model, batch: dict, token_bytes: torch.Tensor) -> tuple[torch.Tenso
     y = batch["shift_labels"].to(device)
     if x.shape != y.shape:
         raise ValueError(f"bits per byte: input_ids {tuple(x.shape)} and shift_labels {tuple(y.shape)} differ in shape")
-    logits = model(input_ids=x).logits  # (B, T, V)
+    logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
     V = logits.shape[-1]
-    if token_bytes.numel() < V:
-        raise ValueError(f"bits per byte: token_bytes has {token_bytes.numel()} entries but the model has {V} logits")
+    # The model may have more logits than the tokenizer has ids (vocabulary padded to a multiple of 64);
+    # those rows are never targets. Every target id must have a byte count, though.
+    valid_targets = y[y >= 0]
+    if valid_targets.numel() and int(valid_targets.max()) >= token_bytes.numel():
+        raise ValueError(f"bits per byte: target id {int(valid_targets.max())} has no entry in token_bytes "
+                         f"({token_bytes.numel()} entries, one per tokenizer id); the model has {V} logits")
     nll = F.cross_entropy(logits.reshape(-1, V).float(), y.reshape(-1), ignore_index=-100, reduction="none")  # (B*T,)
     valid = y.reshape(-1) >= 0
     nbytes = torch.where(valid, token_bytes.to(device)[y.reshape(-1).clamp(min=0)], 0)  # (B*T,)
