@@ -62,19 +62,22 @@ def allowed_mask(T: int, window: int | None) -> torch.Tensor:
 
 
 def _draw(ax, weights: torch.Tensor, labels: list[str], window: int | None, title: str, fontsize: float,
-          vmax: float) -> object:
-    """One heatmap (T, T) on `ax` with the colour scale [0, vmax]; hidden positions grey. Returns the image."""
+          vmax: float, x_labels: bool, y_labels: bool) -> object:
+    """One heatmap (T, T) on `ax` with the colour scale [0, vmax]; hidden positions grey. Returns the image.
+    Token labels go on the outer panels of a grid only (every panel shares them)."""
     import matplotlib.pyplot as plt
 
     T = weights.shape[-1]
     shown = weights.masked_fill(~allowed_mask(T, window), float("nan")).numpy()
     cmap = plt.get_cmap("viridis").with_extremes(bad="#d9d9d9")  # hidden (NaN) cells in grey
     image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest")
-    ax.set_xticks(range(T), labels, rotation=90, fontsize=fontsize)
-    ax.set_yticks(range(T), labels, fontsize=fontsize)
-    ax.set_xlabel("key (attended to)", fontsize=fontsize + 1)
-    ax.set_ylabel("query", fontsize=fontsize + 1)
-    ax.set_title(title, fontsize=fontsize + 3)
+    ax.set_xticks(range(T), labels if x_labels else [], rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(T), labels if y_labels else [], fontsize=fontsize)
+    if x_labels:
+        ax.set_xlabel("key (attended to)", fontsize=fontsize + 2)
+    if y_labels:
+        ax.set_ylabel("query", fontsize=fontsize + 2)
+    ax.set_title(title, fontsize=fontsize + 4)
     return image
 
 
@@ -93,7 +96,8 @@ def plot_attention(weights: list[torch.Tensor], labels: list[str], windows: list
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     T = len(labels)
-    fontsize = max(3.0, min(9.0, 360 / max(T, 1)))
+    per_row = 4 if T <= 32 else 2  # panels per row: long texts get bigger panels
+    fontsize = max(4.0, min(9.0, 400 / max(T, 1)))
 
     def kind(i: int) -> str:
         return f"sliding window {windows[i]}" if windows[i] is not None else "full causal"
@@ -103,25 +107,28 @@ def plot_attention(weights: list[torch.Tensor], labels: list[str], windows: list
         files = [(output_dir / f"{prefix}_layer{layer}_head{head}.png", panels, 1)]
     elif head is not None:  # one head through the depth
         files = [(output_dir / f"{prefix}_head{head}.png",
-                  [((i, head), f"layer {i} ({kind(i)})") for i in range(L)], min(L, 4))]
+                  [((i, head), f"layer {i} ({kind(i)})") for i in range(L)], min(L, per_row))]
     else:  # a grid per layer
         layers = [layer] if layer is not None else range(L)
-        files = [(output_dir / f"{prefix}_layer{i}.png", [((i, h), f"head {h}") for h in range(nh)], min(nh, 4))
+        files = [(output_dir / f"{prefix}_layer{i}.png", [((i, h), f"head {h}") for h in range(nh)], min(nh, per_row))
                  for i in layers]
     written = []
-    panel_inches = max(3.5, T * 0.16)
+    panel_inches = max(4.0, T * 0.17)
     for path, panels, cols in files:
         rows = -(-len(panels) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(panel_inches * cols + 1, panel_inches * rows + 1), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(panel_inches * cols + 1.5, panel_inches * rows + 1.5),
+                                 squeeze=False, layout="constrained")
         for ax in axes.flat[len(panels):]:
             ax.axis("off")
         vmax = max(float(weights[i][h].max()) for (i, h), _ in panels)  # one colour scale per figure
-        for ax, ((i, h), title) in zip(axes.flat, panels):
-            image = _draw(ax, weights[i][h], labels, windows[i], title, fontsize, vmax)
+        for k, (ax, ((i, h), title)) in enumerate(zip(axes.flat, panels)):
+            bottom = k + cols >= len(panels)  # no panel below this one
+            image = _draw(ax, weights[i][h], labels, windows[i], title, fontsize, vmax, x_labels=bottom,
+                          y_labels=k % cols == 0)
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="attention weight")
         if len({p[0][0] for p in panels}) == 1 and len(panels) > 1:
-            fig.suptitle(f"layer {panels[0][0][0]} ({kind(panels[0][0][0])}): {nh} heads", fontsize=12)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+            fig.suptitle(f"layer {panels[0][0][0]} ({kind(panels[0][0][0])}): {nh} heads", fontsize=14)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
     return written
