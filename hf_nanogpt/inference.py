@@ -48,23 +48,30 @@ def int8_quantization_config(model_config):
     return TorchAoConfig(Int8WeightOnlyConfig(), modules_to_not_convert=skip)
 
 
-def load_for_inference(name_or_path, device: str = "cpu", dtype=None, quantize: str = "none"):
-    """`(model, tokenizer)` from a stage name or folder, optionally with int8 weights, in eval mode."""
+def load_model(path, device: str = "cpu", dtype=None, quantize: str = "none"):
+    """The causal LM saved in `path`, in `dtype` (float32 by default), optionally with int8 weights, eval mode."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     import hf_nanogpt  # noqa: F401  (registers model_type="nanogpt")
 
-    from .paths import resolve_stage
-
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize={quantize!r}: expected one of {QUANTIZE_CHOICES}")
-    path = resolve_stage(name_or_path)
     kwargs = {}
     if quantize == "int8":
         kwargs["quantization_config"] = int8_quantization_config(AutoConfig.from_pretrained(path))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(path)
+    return model.to(device).eval()
+
+
+def load_for_inference(name_or_path, device: str = "cpu", dtype=None, quantize: str = "none"):
+    """`(model, tokenizer)` from a stage name or folder (`load_model` + its tokenizer)."""
+    from transformers import AutoTokenizer
+
+    from .paths import resolve_stage
+
+    path = resolve_stage(name_or_path)
+    return load_model(path, device, dtype, quantize), AutoTokenizer.from_pretrained(path)
 
 
 def enable_compiled_decoding(model, backend: str = "inductor"):
@@ -86,4 +93,4 @@ def weights_bytes(folder) -> int:
 
 
 __all__ = ["QUANTIZE_CHOICES", "enable_compiled_decoding", "int8_quantization_config", "load_for_inference",
-           "require_torchao", "weights_bytes"]
+           "load_model", "require_torchao", "weights_bytes"]

@@ -104,3 +104,24 @@ def test_quantize_script_and_chat_cli_flags(model_dir, repo_root, tmp_path, caps
     cli["main"](["-i", str(out), "-p", "hi", "-t", "0", "--max_tokens", "4"])  # the saved int8 folder chats
     with pytest.raises(SystemExit, match="quantize: model or tokenizer folder"):
         main(["--model", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "x")])
+
+
+def test_generate_benchmark_reports_the_variants(model_dir, tmp_path, capsys):
+    import inspect
+
+    from hf_nanogpt.benchmarks import generate as bench
+
+    (tmp_path / "val.txt").write_text(inspect.getsource(inspect) * 2)  # a small validation text
+    results = bench.main(["--depth", "1", "--head_dim", "32", "--vocab_size", "512", "--context", "64",
+                          "--prompt_tokens", "8", "--new_tokens", "6", "--samples", "2", "--repeats", "1",
+                          "--variants", "int8,bf16+int8", "--model", str(model_dir), "--bpb_steps", "1",
+                          "--bpb_data", f"{tmp_path / 'val.txt'}[:100%]"])
+    rows = {r["variant"]: r for r in results["variants"]}
+    assert list(rows) == ["eager float32", "int8", "bf16+int8"]
+    base, q, qb = rows["eager float32"], rows["int8"], rows["bf16+int8"]
+    assert base["speedup"] == 1.0 and q["tokens_per_s"] > 0 and len(q["tokens"]) == 6
+    assert 0.3 < q["size_ratio"] < 0.5 and qb["size_ratio"] < q["size_ratio"]  # bf16 embedding: smaller still
+    assert base["bpb_delta"] == 0.0 and abs(q["bpb_delta"]) < 0.05 * base["val_bpb"]
+    assert "| int8 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.main(["--variants", "int4"])

@@ -44,7 +44,7 @@ NANOGPT_SIZES = (
                                                     vocab_size=65, dropout=0.0), 12),
     NanoGPTSize("small", "train_shakespeare_char", dict(n_layer=6, n_head=6, n_embd=384, block_size=256, bias=False,
                                                         vocab_size=65, dropout=0.2), 64),
-    NanoGPTSize("medium", "train_gpt2 (GPT-2 124M)", dict(n_layer=12, n_head=12, n_embd=768, block_size=1024,
+    NanoGPTSize("medium", "train_gpt2, GPT-2 124M", dict(n_layer=12, n_head=12, n_embd=768, block_size=1024,
                                                           bias=False, vocab_size=50304, dropout=0.0), 12),
 )
 
