@@ -316,11 +316,15 @@ def nanochat_sliding_window(max_seq_len: int) -> int:
     return -(-max_seq_len // 4 // 128) * 128 + 1
 
 
+# torch's default RMSNorm eps for float32 (`torch.finfo(torch.float32).eps`), which nanochat's
+# `F.rms_norm(x, (d,))` uses; our norms compute in float32, so it is the eps that applies.
+TORCH_FLOAT32_EPS = 2.0**-23
+
 # The families, as field values on top of the class defaults (the January-2026 layout, unpadded).
 PRESETS: dict[str, dict] = {
     "nanochat": dict(pad_vocab_size_to=64, rope_theta=100000.0, qk_scale=1.2, smear=True, value_embeddings=True,
-                     backout=True, window_pattern="SSSL", init_scheme="nanochat"),
-    "nanochat_jan2026": dict(pad_vocab_size_to=64, init_scheme="nanochat_jan2026"),
+                     backout=True, window_pattern="SSSL", norm_eps=TORCH_FLOAT32_EPS, init_scheme="nanochat"),
+    "nanochat_jan2026": dict(pad_vocab_size_to=64, norm_eps=TORCH_FLOAT32_EPS, init_scheme="nanochat_jan2026"),
     "gpt2": dict(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                  max_position_embeddings=1024, position_embedding="learned", norm_type="layernorm",
                  norm_eps=1e-5, embedding_norm=False, qk_norm=False, hidden_act="gelu_tanh", bias=True,

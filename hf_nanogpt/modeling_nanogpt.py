@@ -400,6 +400,21 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ conversions
     @classmethod
+    def from_nanochat(cls, checkpoint_dir, step: int | None = None, tokenizer_dir=None,
+                      **config_overrides) -> "NanoGPTForCausalLM":
+        """Load a nanochat checkpoint folder (`model_<step>.pt` + `meta_<step>.json`; `step=None` = the
+        newest) into a NanoGPT with the same logits. `tokenizer_dir` (nanochat's, with `tokenizer.pkl`)
+        fills in the special-token ids. Needs the `hf_nanogpt` package (`hf_nanogpt.convert_nanochat`);
+        `scripts/convert_nanochat.py` writes a complete model folder instead.
+        """
+        try:  # the converter is package code, not remote code: a folder's copy of this file cannot run it
+            from hf_nanogpt.convert_nanochat import load_nanochat_model
+        except ImportError as err:
+            raise ImportError("NanoGPTForCausalLM.from_nanochat needs the hf_nanogpt package: "
+                              "pip install hf_nanogpt") from err
+        return load_nanochat_model(checkpoint_dir, step, tokenizer_dir, **config_overrides)
+
+    @classmethod
     def from_gpt2(cls, gpt2_model: nn.Module, **config_overrides) -> "NanoGPTForCausalLM":
         """Convert a transformers `GPT2LMHeadModel` (any size) into a NanoGPT with identical logits.
 
