@@ -191,23 +191,22 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
-    def smear(self, x: torch.Tensor, attention_mask, cache: Cache | None) -> torch.Tensor:
+    def smear(self, x: torch.Tensor, position_ids: torch.Tensor, cache: Cache | None) -> torch.Tensor:
         """x (B, T, d) normed embeddings -> x[t] + smear_lambda * sigmoid(W x[t, :24]) * x[t-1].
 
         The previous token of the first position comes from the cache (the last token of the previous
-        call; none at the start), so chunked prefill and token-by-token decoding equal one full pass.
-        Padding (0 in a 2-D attention mask) contributes nothing, so a left-padded row's first real token
-        smears nothing in, exactly as the same row without padding.
+        call; none at the start), so chunked prefill and token-by-token decoding equal one full pass. A
+        token at position 0 starts its sequence and smears nothing in: that is nanochat's first token, and
+        the first real token of a left-padded row (whose positions count from its first real token), so
+        a padded row computes what the same row computes alone, whatever mask form the caller passes.
         """
-        source = x
-        if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2:
-            source = x * attention_mask[:, -x.shape[1]:, None].to(x.dtype)  # (B, T, d), pads zeroed
         if cache is not None:  # (B, d, 1 + T): the previous call's last token, then this call's tokens
             window = model_state_layer(cache, self.config.num_hidden_layers).update_conv_state(
-                source.transpose(1, 2), conv_kernel_size=1)
+                x.transpose(1, 2), conv_kernel_size=1)
             prev = window[..., :-1].transpose(1, 2)  # (B, T, d)
         else:
-            prev = torch.cat([torch.zeros_like(source[:, :1]), source[:, :-1]], dim=1)  # (B, T, d)
+            prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)  # (B, T, d)
+        prev = prev.masked_fill((position_ids == 0)[..., None], 0.0)  # (B or 1, T, 1) sequence starts
         gate = self.smear_lambda.to(x.dtype) * torch.sigmoid(self.smear_gate(x[..., :SMEAR_GATE_CHANNELS]))
         return x + gate * prev  # gate (B, T, 1)
 
@@ -262,7 +261,7 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
             position_embeddings = self.rotary_emb(hidden_states, position_ids)  # 2 x (B, T, hd/2)
         hidden_states = self.embed_dropout(self.embed_norm(hidden_states))
         if self.smear_gate is not None:
-            hidden_states = self.smear(hidden_states, attention_mask, cache)
+            hidden_states = self.smear(hidden_states, position_ids, cache)
         x0 = hidden_states  # the normalised input embedding (after smear), mixed back in by the residual scalars
 
         kept = None  # backout: the residual stream after block L // 2
