@@ -225,3 +225,18 @@ def test_num_epochs_sets_the_horizon_of_a_chat_stage(tmp_path, corpus, tiny_toke
             assert per_epoch == expected  # padding: one row per conversation, 2 rows per micro-batch
         else:
             assert per_epoch < 40 // 2  # packing puts several conversations in a row
+
+
+def test_build_model_config_builds_the_preset_family(tiny_tokenizer):
+    from hf_nanogpt.training import build_model_config
+
+    vocab = len(tiny_tokenizer)  # 1024: the nanochat presets pad their tables, the vocabulary stays exact
+    master = build_model_config(TrainRecipe(depth=2, head_dim=64, max_seq_len=512), tiny_tokenizer)
+    assert master.smear and master.value_embeddings and master.backout and master.qk_scale == 1.2
+    assert master.vocab_size == vocab and master.window_pattern == "SSSL" and master.sliding_window == 129
+    jan = build_model_config(TrainRecipe(depth=2, head_dim=64, max_seq_len=512, model_preset="nanochat_jan2026",
+                                         window_pattern="SL"), tiny_tokenizer)
+    assert not (jan.smear or jan.value_embeddings or jan.backout) and jan.rope_theta == 10000.0
+    assert jan.sliding_window == 257 and jan.bos_token_id == tiny_tokenizer.bos_token_id
+    gpt2 = build_model_config(TrainRecipe(depth=2, head_dim=64, model_preset="gpt2"), tiny_tokenizer)
+    assert gpt2.position_embedding == "learned" and gpt2.vocab_size % 64 == 0 and gpt2.pad_vocab_size_to == 1
