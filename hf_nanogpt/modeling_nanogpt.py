@@ -145,6 +145,19 @@ class NanoGPTPreTrainedModel(PreTrainedModel):
             if module.backout_lambda is not None:
                 init.constant_(module.backout_lambda, 0.2)
 
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """transformers' resize (token embedding and LM head get the new number of rows, `vocab_size`
+        follows), extended to the value embeddings. transformers' contract is rows == `vocab_size`, so
+        the tables are unpadded afterwards (`pad_vocab_size_to=1`; use `pad_to_multiple_of` to pad)."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        base, rows = self.base_model, embeddings.weight.shape[0]
+        for key, table in (base.value_embeds or {}).items():
+            if table.weight.shape[0] != rows:  # resized in place, so the init_role tag stays
+                base.value_embeds[key] = self._get_resized_embeddings(table, rows, mean_resizing=mean_resizing)
+        self.config.pad_vocab_size_to = 1
+        return embeddings
+
 
 # ----------------------------------------------------------------------------- models
 

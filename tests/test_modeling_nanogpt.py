@@ -406,3 +406,14 @@ def test_parameter_counts_and_flops_follow_nanochat_convention():
         m_w = NanoGPTForCausalLM(cfg_w)
     attn = 12 * 2 * 128 * (64 + 256 + 64 + 256)
     assert m_w.flops_per_token() - 6 * (m_w.parameter_counts()["total"] - m_w.parameter_counts()["embedding"]) == attn
+
+
+def test_resizing_the_vocabulary_resizes_every_table_and_survives_save_and_load(tmp_path):
+    model = build(**MASTER)
+    model.resize_token_embeddings(V + 40)  # 137 rows: the token table, the head and every value embedding
+    rows = {n: p.shape[0] for n, p in model.named_parameters() if "embed" in n or "lm_head" in n}
+    assert set(rows.values()) == {V + 40} and model.config.vocab_size == V + 40
+    ids = torch.full((1, 6), V + 39)
+    model.save_pretrained(tmp_path)
+    again = NanoGPTForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(again(ids).logits, model(ids).logits, rtol=0, atol=0)
