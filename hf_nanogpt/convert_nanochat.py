@@ -183,7 +183,8 @@ def map_state_dict(state: dict, config: NanoGPTConfig) -> dict:
     if missing or extra:
         raise ValueError(f"nanochat state dict does not fit the model its config describes: missing {missing}, "
                          f"unexpected {extra} (value embeddings belong on layers {config.value_embedding_layers})")
-    bad = [f"{k}: {tuple(v.shape)} (expected {expected[k]})" for k, v in mapped.items() if tuple(v.shape) != expected[k]]
+    bad = [f"{k}: {tuple(v.shape)} (expected {expected[k]})"
+           for k, v in mapped.items() if tuple(v.shape) != expected[k]]
     if bad:
         raise ValueError(f"nanochat weights with the wrong shape: {bad}")
     return mapped
@@ -352,5 +353,5 @@ def convert_nanochat(checkpoint_dir: str | os.PathLike, output_dir: str | os.Pat
 
 
 __all__ = ["NanochatTokenizerUnpickler", "PickledEncoding", "convert_nanochat", "find_step", "find_tokenizer_dir",
-           "load_nanochat_model", "load_nanochat_tokenizer", "map_state_dict", "model_from_checkpoint", "nanochat_config", "read_checkpoint",
-           "read_tiktoken_pickle"]
+           "load_nanochat_model", "load_nanochat_tokenizer", "map_state_dict", "model_from_checkpoint", "nanochat_config",
+           "read_checkpoint", "read_tiktoken_pickle"]

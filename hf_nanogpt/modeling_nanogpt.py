@@ -187,7 +187,9 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
                                             for i in ve_layers}) if ve_layers else None)
         self.ve_keys = [str(i) if i in ve_layers else None for i in range(config.num_hidden_layers)]
         self.layers = nn.ModuleList(NanoGPTDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        # Backout (nanochat master): subtract a learned share of the stream after block L // 2 at the end.
         self.backout_lambda = nn.Parameter(torch.full((1,), 0.2)) if config.backout else None
+        self.backout_layer = config.backout_layer
         self.norm = make_norm(config, d)
         if config.residual_scalars:
             self.resid_lambdas = nn.Parameter(torch.ones(config.num_hidden_layers))
@@ -290,7 +292,7 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
                 value_embedding=ve,
                 **kwargs,
             )
-            if i == self.config.backout_layer:
+            if i == self.backout_layer:
                 kept = hidden_states
         if kept is not None:  # remove the low-level features of the middle of the network before the head
             hidden_states = hidden_states - self.backout_lambda.to(hidden_states.dtype) * kept

@@ -244,7 +244,8 @@ def _edit_checkpoint(folder, fn):
      r"does not know, refused rather than dropped: \['transformer.h.0.attn.rope_scale'\]"),
     (lambda sd: sd.update({"mtp_heads.0.mlp.c_fc.weight": torch.ones(2, 2), "cos": torch.ones(1)}),
      r"2 weights this converter does not know.*\['cos', 'mtp_heads.0.mlp.c_fc.weight'\]"),
-    (lambda sd: sd.pop("transformer.h.2.attn.ve_gate.weight"), r"missing \[.model.layers.2.self_attn.ve_gate.weight.\]"),
+    (lambda sd: sd.pop("transformer.h.2.attn.ve_gate.weight"),
+     r"missing \[.model.layers.2.self_attn.ve_gate.weight.\]"),
     (lambda sd: sd.update({"transformer.h.0.mlp.c_fc.weight": torch.ones(10, 48)}),
      r"model.layers.0.mlp.up_proj.weight: \(10, 48\) \(expected \(192, 48\)\)"),
 ])
@@ -304,7 +305,6 @@ def test_converted_folder_loads_in_a_fresh_process_without_the_package(converted
         import json, sys, torch
         sys.modules["hf_nanogpt"] = None  # the classes must come from the folder's remote code
         from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers import AutoModelForCausalLM, AutoTokenizer
         g = load_file({str(golden_dir / "golden.safetensors")!r})
         gold = json.load(open({str(golden_dir / "tokenizer_golden.json")!r}))

@@ -288,11 +288,12 @@ def test_hidden_states_and_attentions_are_returned():
     assert isinstance(model(torch.randint(0, V, (1, 3)), return_dict=False), tuple)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("variant", ["defaults", "nanochat_master"])  # value embeddings enter each layer
+def test_gradient_checkpointing_gives_the_same_gradients(variant):
     ids = torch.randint(0, V, (2, 12))
     grads = []
     for checkpointing in (False, True):
-        model = build().train()
+        model = build(**VARIANTS[variant]).train()
         if checkpointing:  # activation_checkpointing_enable replaces the old name from transformers 5.23
             enable = getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)
             enable()
