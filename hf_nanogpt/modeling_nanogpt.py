@@ -150,11 +150,17 @@ class NanoGPTPreTrainedModel(PreTrainedModel):
         """transformers' resize (token embedding and LM head get the new number of rows, `vocab_size`
         follows), extended to the value embeddings. transformers' contract is rows == `vocab_size`, so
         the tables are unpadded afterwards (`pad_vocab_size_to=1`; use `pad_to_multiple_of` to pad)."""
+        base, vocab = self.base_model, self.config.vocab_size
+        if new_num_tokens is not None and base.embed_tokens.weight.shape[0] != vocab:
+            # drop the padding rows first (never predicted, never looked up), so the rows transformers adds
+            # are the new tokens' and get its mean-resized init
+            super().resize_token_embeddings(vocab, mean_resizing=False)
         embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
-        base, rows = self.base_model, embeddings.weight.shape[0]
-        for key, table in (base.value_embeds or {}).items():
-            if table.weight.shape[0] != rows:  # resized in place, so the init_role tag stays
-                base.value_embeds[key] = self._get_resized_embeddings(table, rows, mean_resizing=mean_resizing)
+        rows = embeddings.weight.shape[0]
+        for key, table in (base.value_embeds or {}).items():  # resized in place: the init_role tag stays
+            if table.weight.shape[0] > vocab:
+                table = self._get_resized_embeddings(table, vocab, mean_resizing=False)
+            base.value_embeds[key] = self._get_resized_embeddings(table, rows, mean_resizing=mean_resizing)
         self.config.pad_vocab_size_to = 1
         return embeddings
 
