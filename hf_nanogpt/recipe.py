@@ -53,9 +53,12 @@ class TrainRecipe:
     head_dim: int = _f(128, "width of one attention head")
     max_seq_len: int = _f(2048, "context length in tokens")
     n_kv_head: int = _f(_UNSET, "key/value heads for grouped-query attention; -1 = as many as query heads")
-    window_pattern: str | None = _f(None, "sliding-window layer pattern such as SSSL (S = window, L = full)")
-    sliding_window: int = _f(_UNSET, "window of the S layers in tokens; -1 = max_seq_len // 2")
-    model_preset: Literal["nanochat", "gpt2"] = _f("nanochat", "architecture family (gpt2 = nanoGPT's GPT-2)")
+    window_pattern: str | None = _f(None, "sliding-window layer pattern such as SSSL (S = window, L = full); "
+                                          "None = the preset's (nanochat: SSSL)")
+    sliding_window: int = _f(_UNSET, "window of the S layers in tokens, the current one included; -1 = the "
+                                     "preset's rule (nanochat: ceil(T/4/128)*128 + 1)")
+    model_preset: Literal["nanochat", "nanochat_jan2026", "gpt2"] = _f(
+        "nanochat", "architecture family: nanochat master, its January-2026 layout, or nanoGPT's GPT-2")
     model_config: dict = _f({}, "extra NanoGPTConfig fields, e.g. {dropout: 0.1} (JSON on the command line)")
     # --- data
     train_data: str = _f("stdlib", "training corpus (pretrain) -- see hf_nanogpt.data.corpus for the syntax")

@@ -83,26 +83,25 @@ class Stage:
 
 
 def build_model_config(recipe: TrainRecipe, tokenizer) -> NanoGPTConfig:
-    """The model of a pretraining recipe: `from_depth` sizing, tokenizer ids, recipe overrides."""
-    vocab = ((len(tokenizer) + 63) // 64) * 64  # pad to a multiple of 64: faster matmuls, unused rows unseen
-    fields = dict(vocab_size=vocab, max_position_embeddings=recipe.max_seq_len,
+    """The model of a pretraining recipe: the `model_preset` family (nanochat master, its January-2026
+    layout, or GPT-2), `from_depth` sizing, the tokenizer's size and ids, then the recipe's overrides."""
+    fields = dict(vocab_size=len(tokenizer), max_position_embeddings=recipe.max_seq_len,
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id)
+    if recipe.model_preset == "gpt2":
+        # nanoGPT pads the vocabulary itself (50257 -> 50304) and predicts over every row; the nanochat
+        # presets pad the tables instead (pad_vocab_size_to=64) and crop the logits to the tokenizer's size
+        fields["vocab_size"] = ((len(tokenizer) + 63) // 64) * 64
     if recipe.n_kv_head > 0:
         fields["num_key_value_heads"] = recipe.n_kv_head
     if recipe.window_pattern:
         fields["window_pattern"] = recipe.window_pattern
         if recipe.sliding_window > 0:
             fields["sliding_window"] = recipe.sliding_window
-    if recipe.model_preset == "gpt2":
-        gpt2 = NanoGPTConfig.gpt2().to_dict()
-        for key in ("position_embedding", "norm_type", "norm_eps", "embedding_norm", "qk_norm", "hidden_act", "bias",
-                    "tie_word_embeddings", "final_logit_softcapping", "residual_scalars", "init_scheme"):
-            fields[key] = gpt2[key]
     fields.update(recipe.model_config)
     try:
         return NanoGPTConfig.from_depth(recipe.depth, aspect_ratio=recipe.aspect_ratio, head_dim=recipe.head_dim,
-                                        **fields)
+                                        preset=recipe.model_preset, **fields)
     except (TypeError, ValueError) as err:
         raise ValueError(f"recipe does not describe a valid model: {err}") from err
 
@@ -244,7 +243,7 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
     train_loader, val_loader, tokens_per_epoch = _stage_data(recipe, tokenizer, rank, world)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     counts = base.parameter_counts()
-    matmul_params = counts["total"] - counts["embedding"]
+    matmul_params = counts["total"] - counts["embedding"] - counts["value_embeds"]  # lookup tables do no matmuls
     plan = derive_plan(recipe, base.flops_per_token(recipe.max_seq_len), matmul_params, world, tokens_per_epoch)
     optimizer = build_optimizer(model, matrix_lr=recipe.matrix_lr, embedding_lr=recipe.embedding_lr,
                                 unembedding_lr=recipe.unembedding_lr, scalar_lr=recipe.scalar_lr,

@@ -240,7 +240,10 @@ def tiny_model(seed: int = 0, **overrides) -> NanoGPTForCausalLM:
     return model
 
 
-@pytest.mark.parametrize("overrides", [{}, {"window_pattern": "SL", "sliding_window": 6}])
+# the last one: nanochat master's smear (state in the cache), value embeddings, backout, padded vocabulary
+@pytest.mark.parametrize("overrides", [{}, {"window_pattern": "SL", "sliding_window": 6},
+                                       {"window_pattern": "SL", "sliding_window": 6, "smear": True, "backout": True,
+                                        "value_embeddings": True, "pad_vocab_size_to": 64, "qk_scale": 1.2}])
 def test_greedy_matches_model_generate(overrides):
     model = tiny_model(**overrides)
     # Stop ids outside the vocabulary: both sides must produce all 30 tokens, nothing ends early.
@@ -254,8 +257,9 @@ def test_greedy_matches_model_generate(overrides):
         assert ours == theirs
 
 
-def test_real_model_samples_share_the_prefill():
-    model = tiny_model(seed=1)
+@pytest.mark.parametrize("overrides", [{}, {"smear": True}])
+def test_real_model_samples_share_the_prefill(overrides):
+    model = tiny_model(seed=1, **overrides)
     engine = Engine(model, ChatTokens(assistant_end=VOCAB))
     calls = []
     model.register_forward_pre_hook(lambda m, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)),

@@ -40,7 +40,8 @@ def test_every_recipe_loads_and_validates(path):
             model = NanoGPTForCausalLM(config)
         counts = model.parameter_counts()
         world = 1 if path.stem.startswith("tiny") or path.stem == "shakespeare-char" else 8
-        plan = derive_plan(recipe, model.flops_per_token(recipe.max_seq_len), counts["total"] - counts["embedding"],
+        matmul_params = counts["total"] - counts["embedding"] - counts["value_embeds"]
+        plan = derive_plan(recipe, model.flops_per_token(recipe.max_seq_len), matmul_params,
                            world_size=world)
         assert plan.num_iterations > 0 and plan.grad_accum_steps >= 1
         if path.stem == "d20":  # nanochat's d20: width 1280, 10 heads, ~8.7B tokens at 20 tokens/param

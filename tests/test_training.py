@@ -57,7 +57,8 @@ def test_tiny_run_learns_and_saves_an_hf_model(tmp_path, corpus, tiny_tokenizer_
 
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
-    assert model.config.vocab_size % 64 == 0 and model.config.vocab_size >= len(tokenizer)
+    # nanochat: the tables are padded to a multiple of 64, the logits cover exactly the tokenizer's ids
+    assert model.config.padded_vocab_size % 64 == 0 and model.config.vocab_size == len(tokenizer)
     assert model.config.eos_token_id == tokenizer.eos_token_id
     saved = (out / "recipe.yaml").read_text()
     assert "grad_accum_steps: 2" in saved and "num_iterations: 6" not in saved.split("derived")[1]
@@ -225,3 +226,18 @@ def test_num_epochs_sets_the_horizon_of_a_chat_stage(tmp_path, corpus, tiny_toke
             assert per_epoch == expected  # padding: one row per conversation, 2 rows per micro-batch
         else:
             assert per_epoch < 40 // 2  # packing puts several conversations in a row
+
+
+def test_build_model_config_builds_the_preset_family(tiny_tokenizer):
+    from hf_nanogpt.training import build_model_config
+
+    vocab = len(tiny_tokenizer)  # 1024: the nanochat presets pad their tables, the vocabulary stays exact
+    master = build_model_config(TrainRecipe(depth=2, head_dim=64, max_seq_len=512), tiny_tokenizer)
+    assert master.smear and master.value_embeddings and master.backout and master.qk_scale == 1.2
+    assert master.vocab_size == vocab and master.window_pattern == "SSSL" and master.sliding_window == 129
+    jan = build_model_config(TrainRecipe(depth=2, head_dim=64, max_seq_len=512, model_preset="nanochat_jan2026",
+                                         window_pattern="SL"), tiny_tokenizer)
+    assert not (jan.smear or jan.value_embeddings or jan.backout) and jan.rope_theta == 10000.0
+    assert jan.sliding_window == 257 and jan.bos_token_id == tiny_tokenizer.bos_token_id
+    gpt2 = build_model_config(TrainRecipe(depth=2, head_dim=64, model_preset="gpt2"), tiny_tokenizer)
+    assert gpt2.position_embedding == "learned" and gpt2.vocab_size % 64 == 0 and gpt2.pad_vocab_size_to == 1
