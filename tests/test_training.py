@@ -35,7 +35,10 @@ def recipe(tmp_path: Path, corpus: Path, tokenizer_dir: Path, **overrides) -> Tr
                   train_data=str(corpus), depth=2, aspect_ratio=32, head_dim=32, max_seq_len=64,
                   device_batch_size=2, total_batch_size=256, num_iterations=6, eval_every=3, eval_tokens=512,
                   save_every=-1, warmdown_ratio=0.5, dtype="float32", seed=7, muon_momentum_warmup_steps=3,
-                  embedding_lr=0.05, unembedding_lr=0.004, matrix_lr=0.02)
+                  embedding_lr=0.05, unembedding_lr=0.004, matrix_lr=0.02,
+                  # the schedule these tests were written for (the defaults are nanochat master's now)
+                  warmup_steps=0, final_lr_frac=0.0, weight_decay=0.0, grad_clip=1.0, muon_momentum_end=0.95,
+                  muon_momentum_warmdown=0.95)
     fields.update(overrides)
     return TrainRecipe(**fields)
 
