@@ -73,14 +73,14 @@ def clip_gradients(named_params: Iterable[tuple[str, torch.nn.Parameter]], max_n
     total = torch.linalg.vector_norm(stacked)
     clipped = 0
     if max_norm > 0:
-        if mode == "global":
-            coefs = {"all": (max_norm / (total + 1e-6)).clamp(max=1.0)}
-            clipped = int(total > max_norm)
-        else:
-            coefs = {k: (max_norm / (v + 1e-6)).clamp(max=1.0) for k, v in norms.items()}
-            clipped = int((stacked > max_norm).sum())
+        units = {"all": total} if mode == "global" else norms
+        # only units above the threshold are scaled (to exactly the threshold); the others stay bit for bit
+        coefs = {k: max_norm / v if v > max_norm else None for k, v in units.items()}
+        clipped = sum(c is not None for c in coefs.values())
         for name, p in named:
             coef = coefs[clip_group(name, mode)]
+            if coef is None:
+                continue
             grad = p.grad.to_local() if is_dtensor(p.grad) else p.grad  # each rank scales its own shard
             grad.mul_(coef.to(grad.device, grad.dtype))
     out = dict(grad_norm=float(total), grad_norm_max=float(stacked.max()), grad_clipped=clipped)

@@ -1,6 +1,7 @@
 """Every recipe in recipes/ loads, validates, describes a buildable model and a consistent plan;
 every accelerate launch config parses; the command line overrides and rejects as documented."""
 
+import runpy
 from pathlib import Path
 
 import pytest
@@ -15,16 +16,6 @@ from hf_nanogpt.training import build_model_config
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
 LAUNCH_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "accelerate").glob("*.yaml"))
-
-
-def load_script(name: str):
-    """A script of scripts/ as a module (scripts are not a package), to call its main() in-process."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"script_{name}", RECIPES_DIR.parent / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Vocab:
@@ -70,7 +61,7 @@ NANOCHAT_PLANS = {"d12": (524_288, 2_520, 0.02, 0.28), "d20": (1_048_576, 4_980,
 def test_ladder_plans_equal_nanochat_masters(name, monkeypatch, tmp_path):
     """`--plan_only` of the d* recipes, without a tokenizer or any data, resolves nanochat master's values."""
     monkeypatch.setenv("WORLD_SIZE", "8")
-    out = load_script("pretrain").main([str(RECIPES_DIR / f"{name}.yaml"), "--plan_only=true", f"--tokenizer={tmp_path / 'none'}",
+    out = runpy.run_path(str(RECIPES_DIR.parent / "scripts" / "pretrain.py"))["main"]([str(RECIPES_DIR / f"{name}.yaml"), "--plan_only=true", f"--tokenizer={tmp_path / 'none'}",
                 f"--train_data={tmp_path / 'no_data'}/*.parquet"])
     batch, steps, muon_lr, wd = NANOCHAT_PLANS[name]
     plan = out["plan"]
