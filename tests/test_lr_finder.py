@@ -54,3 +54,11 @@ def test_lr_find_on_the_tiny_recipe_falls_then_diverges(tmp_path, tiny_tokenizer
     assert saved["suggested_mult"] == result["suggested_mult"]
     assert sorted(p.name for p in out.iterdir()) == ["lr_find.json", "lr_find.png"]
     assert not list(tmp_path.rglob("*.safetensors")) and not list(tmp_path.rglob("*.pt"))  # no weights left behind
+
+
+def test_lr_find_help_names_a_launch_example(capsys):
+    main = runpy.run_path(str(REPO / "scripts" / "lr_find.py"))["main"]
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "python scripts/lr_find.py recipes/tiny.yaml" in out and "--num_steps" in out

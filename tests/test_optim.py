@@ -327,6 +327,11 @@ def _free_port() -> int:
 
 def _fsdp_worker(rank: int, world: int, port: int, ref: dict, out_path: str):
     import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
@@ -339,26 +344,43 @@ def _fsdp_worker(rank: int, world: int, port: int, ref: dict, out_path: str):
         for layer in model.model.layers:
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
-        opt = build_optimizer(model, matrix_lr=0.05, weight_decay=0.1)
+        opt = build_optimizer(model, matrix_lr=0.05, weight_decay=0.1, **ref["optim"])
         for batch in ref["batches"]:
             model(batch, labels=batch).loss.backward()
             opt.step()
             opt.zero_grad()
         full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
                 for k, v in model.state_dict().items()}
+        # the checkpoint path of hf_nanogpt.checkpointing: full optimizer state gathered, then scattered back
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        osd = get_optimizer_state_dict(model, opt, options=options)  # full on rank 0, empty elsewhere
         if rank == 0:
-            torch.save(full, out_path)
+            torch.save(osd, out_path + ".optim")
+        dist.barrier()
+        osd = torch.load(out_path + ".optim", weights_only=True)  # every rank reads the file, as a resume does
+        again = build_optimizer(model, matrix_lr=0.05, weight_decay=0.1, **ref["optim"])
+        set_optimizer_state_dict(model, again, optim_state_dict=osd, options=StateDictOptions(full_state_dict=True))
+        for p, q in zip(opt.param_groups[0]["params"], again.param_groups[0]["params"]):
+            for key, value in opt.state[p].items():  # Muon momentum (a shard) and NorMuon's second moment (whole)
+                assert torch.equal(value.to_local() if hasattr(value, "to_local") else value,
+                                   (lambda v: v.to_local() if hasattr(v, "to_local") else v)(again.state[q][key]))
+        if rank == 0:
+            torch.save({"weights": full, "optim": {k: v for k, v in osd["state"].items()}}, out_path)
+        if isinstance(opt, Lookahead):
+            for p in model.parameters():  # slow weights: sharded like the parameter, restored exactly
+                assert torch.equal(opt.slow[p].to_local(), again.slow[p].to_local())
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_fsdp2_sharded_update_matches_unsharded(tmp_path):
+@pytest.mark.parametrize("optim", [{}, {"lookahead_k": 2}], ids=["muon_adamw", "lookahead"])
+def test_fsdp2_sharded_update_and_checkpoint_match_unsharded(tmp_path, optim):
     model = tiny()
     init = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(1)
-    batches = [torch.randint(0, 64, (2, 16)) for _ in range(2)]
-    opt = build_optimizer(model, matrix_lr=0.05, weight_decay=0.1)
+    batches = [torch.randint(0, 64, (2, 16)) for _ in range(3)]  # 3 steps: Lookahead's k=2 is mid-cycle at the end
+    opt = build_optimizer(model, matrix_lr=0.05, weight_decay=0.1, **optim)
     for batch in batches:
         model(batch, labels=batch).loss.backward()
         opt.step()
@@ -366,10 +388,18 @@ def test_fsdp2_sharded_update_matches_unsharded(tmp_path):
     expected = model.state_dict()
 
     out_path = str(tmp_path / "rank0.pt")
-    mp.start_processes(_fsdp_worker, args=(2, _free_port(), dict(init=init, batches=batches), out_path),
+    mp.start_processes(_fsdp_worker, args=(2, _free_port(), dict(init=init, batches=batches, optim=optim), out_path),
                        nprocs=2, join=True, start_method="spawn")
-    got = torch.load(out_path)
+    got = torch.load(out_path, weights_only=True)
     for key, value in expected.items():
         # each rank sees its own micro-batch copy here (same data), so FSDP's gradient mean equals the
         # single-process gradient; Muon must orthogonalise the whole matrix, not each shard
-        torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-4, msg=key)
+        torch.testing.assert_close(got["weights"][key], value, rtol=1e-4, atol=1e-4, msg=key)
+    names = dict(model.named_parameters())
+    for name, state in got["optim"].items():  # the gathered checkpoint state equals the unsharded run's
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.ndim:
+                ref = opt.slow[names[name]] if key == "lookahead_slow" else opt.state[names[name]][key]
+                torch.testing.assert_close(value, ref, rtol=1e-4, atol=1e-4, msg=f"{name} {key}")
+    if optim:
+        assert any("lookahead_slow" in state for state in got["optim"].values())

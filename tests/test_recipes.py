@@ -160,3 +160,18 @@ def test_derived_horizons_follow_the_documented_precedence():
     assert plan.grad_accum_steps == 1  # 4 x 128 x 2 processes = 1024
     with pytest.raises(ValueError, match="not a positive multiple"):
         derive_plan(parse_recipe(base), 1000, 10**6, world_size=3)
+
+
+def test_a_chat_stage_inherits_the_base_runs_learning_rates(tmp_path):
+    from hf_nanogpt.recipe import inherit_learning_rates, save_recipe
+
+    base = parse_recipe([str(RECIPES_DIR / "d20.yaml"), "--matrix_lr=0.03", "--embedding_lr=0.25"])
+    save_recipe(base, tmp_path / "recipe.yaml", {"total_batch_size": 1048576})
+    sft = parse_recipe([str(RECIPES_DIR / "d20-sft.yaml")])
+    assert sft.lrs_from_init and sft.init_lr_frac == 0.8 and sft.warmup_steps == 0 and sft.warmdown_ratio == 0.5
+    got = inherit_learning_rates(sft, tmp_path)
+    assert (got.matrix_lr, got.embedding_lr, got.unembedding_lr, got.scalar_lr) == (0.03, 0.25, 0.008, 0.5)
+    plan = derive_plan(got, 1000, 10**6, world_size=8, tokens_per_epoch=10 * 1048576)
+    assert plan.lrs["matrix_lr"] == pytest.approx(0.03 * 0.8) and plan.batch_lr_scale == 1.0
+    with pytest.raises(FileNotFoundError, match="lrs_from_init=true but .*recipe.yaml does not exist"):
+        inherit_learning_rates(sft, tmp_path / "converted")

@@ -69,3 +69,20 @@ def test_schedule_from_recipe_reads_every_key():
     s = Schedule.from_recipe(r, 100, weight_decay=0.05)  # the plan's scaled decay wins over the recipe's
     assert s.at(0) == dict(lr_mult=0.5, momentum=0.8, weight_decay=0.05)
     assert s.at(60) == dict(lr_mult=0.25, momentum=pytest.approx(0.9 - 0.05 * 0.2), weight_decay=0.05)
+
+
+def test_plot_schedule_script_draws_the_plan(tmp_path, capsys):
+    import runpy
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    main = runpy.run_path(str(repo / "scripts" / "plot_schedule.py"))["main"]
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0 and "plot_schedule.py recipes/d20.yaml" in capsys.readouterr().out
+    # the d20 plan needs no tokenizer or data; a step schedule on the tiny recipe
+    for args in ([str(repo / "recipes" / "d20.yaml"), f"--tokenizer={tmp_path / 'none'}"],
+                 [str(repo / "recipes" / "tiny.yaml"), "--lr_schedule=step", "--step_milestones=[0.5, 0.8]",
+                  "--step_factors=[0.5, 0.1]"]):
+        out = main([*args, "--output", str(tmp_path / "s.png")])
+        assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
