@@ -4,17 +4,19 @@ Parameter groups (nanochat master's table; s = (width/768)^-0.5, the AdamW lrs w
 every AdamW group has eps 1e-10 and decoupled decay `p *= 1 - lr * wd`; every trainable parameter lands
 in exactly one group, asserted):
 
-| group           | parameters                                     | rule  | lr                             | betas        | wd    |
-|-----------------|------------------------------------------------|-------|--------------------------------|--------------|-------|
-| lm_head         | the output projection (absent when tied)       | AdamW | unembedding_lr x s             | (0.8, 0.96)  | 0.01  |
-| embedding       | token (and learned position) embeddings        | AdamW | embedding_lr x s               | (0.8, 0.995) | 0.001 |
-| value_embedding | value embeddings (ResFormer)                   | AdamW | embedding_lr x s x 0.5         | (0.8, 0.995) | 0.01  |
-| resid           | resid_lambdas                                  | AdamW | scalar_lr x 0.01               | (0.8, 0.95)  | 0.05  |
-| x0              | x0_lambdas                                     | AdamW | scalar_lr                      | (0.96, 0.95) | 0     |
-| smear           | smear gate, smear_lambda, backout_lambda       | AdamW | 0.2                            | (0.8, 0.95)  | 0     |
-| scalar          | norm weights and biases (GPT-2 family only)    | AdamW | scalar_lr x 0.01               | (0.8, 0.95)  | 0     |
-| adapter         | LoRA A/B matrices (PEFT)                       | AdamW | lora_lr                        | (0.8, 0.95)  | 0     |
-| matrix          | q/k/v/o, MLP and value-embedding gate weights  | Muon  | matrix_lr x max(1, rows/cols)^0.5 | momentum scheduled | scheduled |
+| group           | parameters                                   | lr                          | betas        | wd    |
+|-----------------|----------------------------------------------|-----------------------------|--------------|-------|
+| lm_head         | the output projection (absent when tied)     | unembedding_lr x s          | (0.8, 0.96)  | 0.01  |
+| embedding       | token (and learned position) embeddings      | embedding_lr x s            | (0.8, 0.995) | 0.001 |
+| value_embedding | value embeddings (ResFormer)                 | embedding_lr x s x 0.5      | (0.8, 0.995) | 0.01  |
+| resid           | resid_lambdas                                | scalar_lr x 0.01            | (0.8, 0.95)  | 0.05  |
+| x0              | x0_lambdas                                   | scalar_lr                   | (0.96, 0.95) | 0     |
+| smear           | smear gate, smear_lambda, backout_lambda     | 0.2                         | (0.8, 0.95)  | 0     |
+| scalar          | norm weights and biases (GPT-2 family only)  | scalar_lr x 0.01            | (0.8, 0.95)  | 0     |
+| adapter         | LoRA A/B matrices (PEFT)                     | lora_lr                     | (0.8, 0.95)  | 0     |
+| matrix (Muon)   | q/k/v/o, MLP, value-embedding gate weights   | matrix_lr x max(1, R/C)^0.5 | -            | sched |
+
+All but `matrix` are AdamW groups. Muon's momentum and weight decay are scheduled (hf_nanogpt/schedules.py).
 
 `MuonAdamW` is one `torch.optim.Optimizer` that runs both update rules, so accelerate, LR schedulers,
 checkpoints and `transformers.Trainer` see a single optimizer. A Muon group's `variant` picks the rule:

@@ -38,11 +38,11 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from .checkpointing import Checkpointer, save_model_folder
+from .clipping import clip_gradients
 from .configuration_nanogpt import NanoGPTConfig
 from .evaluation.distributed import all_reduce_sum
 from .modeling_nanogpt import NanoGPTForCausalLM
-from .clipping import clip_gradients
-from .optim import apply_schedule, build_optimizer, parameter_groups_summary
+from .optim import apply_schedule, parameter_groups_summary
 from .paths import base_dir, resolve_stage
 from .planning import build_stage_optimizer, plan_for_model
 from .recipe import TrainingPlan, TrainRecipe, inherit_learning_rates, save_recipe

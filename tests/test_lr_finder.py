@@ -47,7 +47,8 @@ def test_lr_find_on_the_tiny_recipe_falls_then_diverges(tmp_path, tiny_tokenizer
     assert 0 < best < len(smoothed) - 1  # an interior minimum
     assert smoothed[0] - smoothed[best] > 0.3  # it falls ...
     raw = result["losses"]
-    assert not math.isfinite(raw[-1]) or raw[-1] > min(raw) + 1.0 or result["stopped"] != "end of sweep"  # ... then diverges
+    diverged = not math.isfinite(raw[-1]) or raw[-1] > min(raw) + 1.0 or result["stopped"] != "end of sweep"
+    assert diverged and smoothed[-1] > smoothed[best] + 0.3  # ... then diverges
     assert 0.01 <= result["suggested_mult"] <= result["min_mult"] <= 300
     assert result["recipe_lrs"]["matrix_lr"] == pytest.approx(0.02 * result["suggested_mult"])
     saved = json.loads((out / "lr_find.json").read_text())

@@ -61,12 +61,14 @@ NANOCHAT_PLANS = {"d12": (524_288, 2_520, 0.02, 0.28), "d20": (1_048_576, 4_980,
 def test_ladder_plans_equal_nanochat_masters(name, monkeypatch, tmp_path):
     """`--plan_only` of the d* recipes, without a tokenizer or any data, resolves nanochat master's values."""
     monkeypatch.setenv("WORLD_SIZE", "8")
-    out = runpy.run_path(str(RECIPES_DIR.parent / "scripts" / "pretrain.py"))["main"]([str(RECIPES_DIR / f"{name}.yaml"), "--plan_only=true", f"--tokenizer={tmp_path / 'none'}",
+    main = runpy.run_path(str(RECIPES_DIR.parent / "scripts" / "pretrain.py"))["main"]  # in-process
+    out = main([str(RECIPES_DIR / f"{name}.yaml"), "--plan_only=true", f"--tokenizer={tmp_path / 'none'}",
                 f"--train_data={tmp_path / 'no_data'}/*.parquet"])
     batch, steps, muon_lr, wd = NANOCHAT_PLANS[name]
     plan = out["plan"]
     assert (plan["total_batch_size"], plan["num_iterations"]) == (batch, steps)
-    assert plan["batch_size_source"] == "power_lines" and plan["lrs"]["matrix_lr"] == pytest.approx(muon_lr, abs=5e-5)
+    assert plan["batch_size_source"] == "power_lines"
+    assert plan["lrs"]["matrix_lr"] == pytest.approx(muon_lr, abs=5e-5)
     assert plan["weight_decay"] == pytest.approx(wd, abs=5e-4)
     assert (plan["warmup_steps"], plan["warmdown_steps"], plan["final_lr_frac"]) == (40, round(0.65 * steps), 0.05)
     assert out["vocab_size"] == 32768 and out["recipe"]["muon_variant"] == "nanochat"

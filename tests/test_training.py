@@ -101,8 +101,15 @@ def test_one_micro_batch_of_four_equals_four_accumulated_micro_batches(tmp_path,
 
 
 def test_lookahead_changes_the_run_and_resumes_bitwise_exactly(tmp_path, corpus, tiny_tokenizer_dir):
-    la = dict(lookahead_k=4, lookahead_alpha=0.5, eval_every=-1, num_iterations=8)
-    plain = run(recipe(tmp_path / "plain", corpus, tiny_tokenizer_dir, eval_every=-1, num_iterations=8))
+    # with a step lr schedule and a Muon momentum warmdown, which the loop must apply as planned
+    common = dict(eval_every=-1, num_iterations=8, lr_schedule="step", step_milestones=[0.5], step_factors=[0.25],
+                  muon_momentum_warmdown=0.9)
+    la = dict(lookahead_k=4, lookahead_alpha=0.5, **common)
+    plain = run(recipe(tmp_path / "plain", corpus, tiny_tokenizer_dir, **common))
+    rows = [json.loads(line) for line in (tmp_path / "plain" / "base" / "train_log.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "loss" in r]
+    assert [r["lr_mult"] for r in rows] == [1.0] * 4 + [0.25] * 4
+    assert rows[3]["muon_momentum"] == 0.95 and rows[-1]["muon_momentum"] == pytest.approx(0.95 - 0.05 * 3 / 4)
     straight = run(recipe(tmp_path / "straight", corpus, tiny_tokenizer_dir, **la))
     assert losses(tmp_path / "straight" / "base")[:4] == losses(tmp_path / "plain" / "base")[:4]  # same until a sync
     assert losses(tmp_path / "straight" / "base")[4:] != losses(tmp_path / "plain" / "base")[4:]
