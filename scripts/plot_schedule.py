@@ -2,7 +2,7 @@
 
     python scripts/plot_schedule.py recipes/d20.yaml                       # -> out/schedule.png
     python scripts/plot_schedule.py recipes/tiny.yaml --lr_schedule=step --step_milestones=[0.5,0.8] \\
-        --step_factors=[0.5,0.1] --output out/step.png
+        --step_factors=[0.5,0.1] --output_dir out/step
     WORLD_SIZE=8 python scripts/plot_schedule.py recipes/d24.yaml      # the steps of an 8-process launch
 
 The number of steps and the (transferred) Muon weight decay come from the recipe's plan, derived as
@@ -47,8 +47,9 @@ def plot(schedule: Schedule, path: Path, title: str) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     usage="%(prog)s RECIPE [--output PNG] [--key=value recipe overrides]")
-    parser.add_argument("--output", type=Path, default=None, help="PNG path (default $HF_NANOGPT_BASE_DIR/schedule.png)")
+                                     usage="%(prog)s RECIPE [--output_dir DIR] [--key=value recipe overrides]")
+    parser.add_argument("--output_dir", type=Path, default=None,
+                        help="where schedule.png goes (default $HF_NANOGPT_BASE_DIR)")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in rest):
         parser.print_help()
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> Path:
     name = Path(rest[0]).stem if rest and not rest[0].startswith("--") else "defaults"
     title = (f"{name}: {steps} steps, lr {recipe.lr_schedule} (warmup {recipe.warmup_steps}), Muon wd {wd:.3g} "
              f"{recipe.weight_decay_schedule}")
-    out = plot(schedule, args.output or base_dir() / "schedule.png", title)
+    out = plot(schedule, (args.output_dir or base_dir()) / "schedule.png", title)
     print(f"wrote {out}")
     return out
 

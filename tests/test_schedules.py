@@ -82,5 +82,5 @@ def test_plot_schedule_script_draws_the_plan(tmp_path, capsys):
     assert done.value.code == 0 and "plot_schedule.py recipes/d20.yaml" in capsys.readouterr().out
     # the documented step-decay example on the tiny recipe (its plan: --plan_only, no data read)
     out = main([str(repo / "recipes" / "tiny.yaml"), "--lr_schedule=step", "--step_milestones=[0.5, 0.8]",
-                "--step_factors=[0.5, 0.1]", f"--tokenizer={tmp_path / 'none'}", "--output", str(tmp_path / "s.png")])
+                "--step_factors=[0.5, 0.1]", f"--tokenizer={tmp_path / 'none'}", "--output_dir", str(tmp_path)])
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
