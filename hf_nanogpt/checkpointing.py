@@ -9,7 +9,7 @@ Layout of a stage folder (`out/base`, ...):
         latest                     name of the newest complete checkpoint (replaced atomically)
         step_000200/               loadable with AutoModelForCausalLM like the final folder, plus
             trainer_state/meta.json           step, plan, metric history
-            trainer_state/optimizer.pt        optimizer state (parameter names, not ids, as keys)
+            trainer_state/optimizer.pt        optimizer state (+ Lookahead slow weights, `lookahead_slow`)
             trainer_state/rank_00000.pt       RNG states and data-loader state of each process
 
 Atomicity: a checkpoint is written into `step_N.tmp-*` and renamed into place only when every
@@ -163,7 +163,8 @@ class Checkpointer:
         if set(missing) - tied or unexpected:
             raise RuntimeError(f"checkpoint {path} does not match the model: missing={sorted(missing)[:5]} "
                                f"unexpected={sorted(unexpected)[:5]}")
-        optim_sd = torch.load(path / STATE_DIR / "optimizer.pt", weights_only=False)
+        # tensors, numbers and strings only (Lookahead's slow weights included): no code is unpickled
+        optim_sd = torch.load(path / STATE_DIR / "optimizer.pt", weights_only=True)
         if _is_sharded(model):
             set_optimizer_state_dict(model, optimizer, optim_state_dict=optim_sd,
                                      options=StateDictOptions(full_state_dict=True))

@@ -12,8 +12,9 @@ by `train(stage)`; `run(recipe)` does both and writes the final model. What happ
    multiplied by the process count because DDP averages gradients over processes);
 2. a non-finite loss stops the run before the optimizer touches the weights (`nan_policy=stop`, the
    last checkpoint stays the last good one) or skips the step (`nan_policy=skip`, at most 10 in a row);
-3. gradients are clipped (`grad_clip`), the lr schedule and Muon momentum warmup are applied, the
-   optimizer steps;
+3. gradients are clipped (`grad_clip`, `grad_clip_mode`: after the all-reduce), the schedules (lr
+   multiplier, Muon momentum and weight decay: `hf_nanogpt.schedules.Schedule`) are applied, the
+   optimizer (MuonAdamW, optionally inside Lookahead) steps;
 4. every `log_every` steps a row (loss, lr multiplier, grad norm, tokens/s, MFU) goes to the progress
    bar, `train_log.jsonl` and the tracker; val bits-per-byte every `eval_every`, CORE every
    `core_metric_every`, samples every `sample_every`, a checkpoint every `save_every` steps.
@@ -37,12 +38,15 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from .checkpointing import Checkpointer, save_model_folder
+from .clipping import clip_gradients
 from .configuration_nanogpt import NanoGPTConfig
 from .evaluation.distributed import all_reduce_sum
 from .modeling_nanogpt import NanoGPTForCausalLM
-from .optim import apply_schedule, build_optimizer, lr_multiplier, muon_momentum, parameter_groups_summary
+from .optim import apply_schedule, parameter_groups_summary
 from .paths import base_dir, resolve_stage
-from .recipe import TrainingPlan, TrainRecipe, derive_plan, save_recipe
+from .planning import build_stage_optimizer, plan_for_model
+from .recipe import TrainingPlan, TrainRecipe, inherit_learning_rates, save_recipe
+from .schedules import Schedule
 from .stages import STAGES
 
 logger = logging.getLogger(__name__)
@@ -74,6 +78,7 @@ class Stage:
     token_bytes: torch.Tensor
     peak_flops: float
     peak_flops_source: str
+    schedule: Schedule | None = None  # lr multiplier, Muon momentum and weight decay per step
     start_step: int = 0
     history: dict = field(default_factory=dict)
     val_start_state: dict | None = None  # every evaluation reads the same val batches from the start
@@ -85,6 +90,9 @@ class Stage:
 def build_model_config(recipe: TrainRecipe, tokenizer) -> NanoGPTConfig:
     """The model of a pretraining recipe: the `model_preset` family (nanochat master, its January-2026
     layout, or GPT-2), `from_depth` sizing, the tokenizer's size and ids, then the recipe's overrides."""
+    if recipe.vocab_size > 0 and len(tokenizer) != recipe.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but recipe key vocab_size={recipe.vocab_size}: "
+                         "use a tokenizer of that size or set vocab_size=-1 to size the model by the tokenizer")
     fields = dict(vocab_size=len(tokenizer), max_position_embeddings=recipe.max_seq_len,
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id)
@@ -166,13 +174,18 @@ def _stage_data(recipe: TrainRecipe, tokenizer, rank: int, world: int):
     return train, val, train.num_batches(0) * B * world * T
 
 
+def tokenizer_path(recipe: TrainRecipe) -> Path:
+    """The recipe's tokenizer folder (a stage name such as `tokenizer` resolves in the run folder)."""
+    from .paths import STAGES as RUN_FOLDERS
+
+    return base_dir() / recipe.tokenizer if recipe.tokenizer in RUN_FOLDERS else Path(recipe.tokenizer)
+
+
 def _tokenizer_folder(recipe: TrainRecipe, accelerator: Accelerator) -> Path:
     """The recipe's tokenizer folder. Missing for the embedded default (`stdlib` corpus): trained here
     on the main process and saved where the recipe looks for it. Missing otherwise: an error naming
     the `scripts/tok_train.py` command that makes it."""
-    from .paths import STAGES as RUN_FOLDERS
-
-    folder = base_dir() / recipe.tokenizer if recipe.tokenizer in RUN_FOLDERS else Path(recipe.tokenizer)
+    folder = tokenizer_path(recipe)
     if folder.exists():
         return folder
     if recipe.train_data != "stdlib":
@@ -243,13 +256,10 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
     train_loader, val_loader, tokens_per_epoch = _stage_data(recipe, tokenizer, rank, world)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     counts = base.parameter_counts()
-    matmul_params = counts["total"] - counts["embedding"] - counts["value_embeds"]  # lookup tables do no matmuls
-    plan = derive_plan(recipe, base.flops_per_token(recipe.max_seq_len), matmul_params, world, tokens_per_epoch)
-    optimizer = build_optimizer(model, matrix_lr=recipe.matrix_lr, embedding_lr=recipe.embedding_lr,
-                                unembedding_lr=recipe.unembedding_lr, scalar_lr=recipe.scalar_lr,
-                                lora_lr=recipe.lora_lr, weight_decay=recipe.weight_decay,
-                                betas=(recipe.adam_beta1, recipe.adam_beta2), momentum=recipe.muon_momentum,
-                                lr_scale=recipe.init_lr_frac, width=base.config.hidden_size)
+    if recipe.lrs_from_init:  # nanochat master's SFT: the lrs of the run that made init_from
+        recipe = inherit_learning_rates(recipe, resolve_stage(recipe.init_from))
+    plan = plan_for_model(recipe, base, world, tokens_per_epoch)
+    optimizer = build_stage_optimizer(model, recipe, plan, base.config.hidden_size)
     model, optimizer = accelerator.prepare(model, optimizer)
     if recipe.compile:
         model = torch.compile(model)
@@ -258,7 +268,8 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
                   train_loader=train_loader, val_loader=val_loader, plan=plan, output_dir=output_dir,
                   checkpointer=Checkpointer(output_dir, accelerator, keep=recipe.keep_checkpoints),
                   token_bytes=token_bytes(tokenizer).to(accelerator.device), peak_flops=peak,
-                  peak_flops_source=peak_source)
+                  peak_flops_source=peak_source,
+                  schedule=Schedule.from_recipe(recipe, plan.num_iterations, plan.weight_decay))
     if val_loader is not None:
         stage.val_start_state = val_loader.state_dict()
     if recipe.resume_from:
@@ -287,10 +298,16 @@ def _log_setup(stage: Stage, counts: dict) -> None:
     p = stage.plan
     logger.info("parameters: %s", ", ".join(f"{k}={v:,}" for k, v in counts.items()))
     for row in parameter_groups_summary(stage.optimizer):
-        logger.info("optimizer group %(name)s: %(kind)s, %(tensors)d tensors, %(params)s params, lr %(lr).5g", row)
-    logger.info("plan: %d steps (%s) x %d tokens = %.3g tokens, grad accumulation %d over %d process(es), "
+        logger.info("optimizer group %(name)s: %(kind)s, %(tensors)d tensors, %(params)s params, lr %(lr).5g, "
+                    "betas %(betas)s, weight decay %(weight_decay).4g", row)
+    logger.info("plan: %d steps (%s) x %d tokens (%s) = %.3g tokens, grad accumulation %d over %d process(es), "
                 "%.3g FLOPs/token, %.3g FLOPs total", p.num_iterations, p.horizon_source, p.total_batch_size,
-                p.total_tokens, p.grad_accum_steps, p.world_size, p.flops_per_token, p.total_flops)
+                p.batch_size_source, p.total_tokens, p.grad_accum_steps, p.world_size, p.flops_per_token,
+                p.total_flops)
+    logger.info("schedule: lr %s, warmup %d, warmdown %d steps to %.3g; scaling params %s; lrs x %.4g (batch), "
+                "Muon weight decay %.4g (%s); %s", p.lr_schedule, p.warmup_steps, p.warmdown_steps, p.final_lr_frac,
+                f"{p.scaling_params:,}", p.batch_lr_scale, p.weight_decay, stage.recipe.weight_decay_schedule,
+                ", ".join(f"{k} {v:.4g}" for k, v in p.lrs.items()))
     logger.info("MFU peak: %s", stage.peak_flops_source)
     if stage.start_step:
         logger.info("resumed at step %d", stage.start_step)
@@ -345,7 +362,8 @@ def train(stage: Stage) -> dict:
     log = _Logger(stage)
     history = stage.history
     history.setdefault("val_bpb", [])
-    params = [p for p in model.parameters() if p.requires_grad]
+    named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    schedule = stage.schedule or Schedule.from_recipe(r, plan.num_iterations, plan.weight_decay)
     data = iter(stage.train_loader)
     step, skipped = stage.start_step, 0
     stop_at = plan.num_iterations if r.max_steps_per_run < 0 else min(plan.num_iterations,
@@ -410,14 +428,11 @@ def train(stage: Stage) -> dict:
             step += 1
             continue
         skipped = 0
-        if r.grad_clip > 0:
-            grad_norm = acc.clip_grad_norm_(params, r.grad_clip)
-        else:
-            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-        lr_mult = lr_multiplier(step, plan.num_iterations, r.lr_schedule, r.warmup_ratio, r.warmdown_ratio,
-                                r.final_lr_frac)
-        apply_schedule(opt, lr_mult, muon_momentum(step, r.muon_momentum_start, r.muon_momentum,
-                                                   r.muon_momentum_warmup_steps))
+        # gradients are complete here (accumulated, all-reduced): clip the global batch's gradient
+        clip = clip_gradients(named_params, r.grad_clip, r.grad_clip_mode, unscale=acc.unscale_gradients)
+        at = schedule.at(step)
+        lr_mult = at["lr_mult"]
+        apply_schedule(opt, lr_mult, at["momentum"], at["weight_decay"])
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
@@ -433,7 +448,8 @@ def train(stage: Stage) -> dict:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
         if step % r.log_every == 0 or step == plan.num_iterations:
-            log(dict(step=step, loss=loss, lr_mult=lr_mult, grad_norm=float(grad_norm), tokens_per_s=tok_s,
+            log(dict(step=step, loss=loss, lr_mult=lr_mult, muon_momentum=at["momentum"],
+                     muon_weight_decay=at["weight_decay"], **clip, tokens_per_s=tok_s,
                      mfu=mfu if math.isfinite(mfu) else None, time_s=train_time))
         if due(r.save_every) and step < plan.num_iterations and not r.dry_run:
             _save(stage, step, history)

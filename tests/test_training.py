@@ -35,7 +35,10 @@ def recipe(tmp_path: Path, corpus: Path, tokenizer_dir: Path, **overrides) -> Tr
                   train_data=str(corpus), depth=2, aspect_ratio=32, head_dim=32, max_seq_len=64,
                   device_batch_size=2, total_batch_size=256, num_iterations=6, eval_every=3, eval_tokens=512,
                   save_every=-1, warmdown_ratio=0.5, dtype="float32", seed=7, muon_momentum_warmup_steps=3,
-                  embedding_lr=0.05, unembedding_lr=0.004, matrix_lr=0.02)
+                  embedding_lr=0.05, unembedding_lr=0.004, matrix_lr=0.02,
+                  # the schedule these tests were written for (the defaults are nanochat master's now)
+                  warmup_steps=0, final_lr_frac=0.0, weight_decay=0.0, grad_clip=1.0, muon_momentum_end=0.95,
+                  muon_momentum_warmdown=0.95)
     fields.update(overrides)
     return TrainRecipe(**fields)
 
@@ -81,14 +84,49 @@ def test_resume_gives_bitwise_identical_losses(tmp_path, corpus, tiny_tokenizer_
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_one_micro_batch_of_four_equals_four_accumulated_micro_batches(tmp_path, corpus, tiny_tokenizer_dir):
+@pytest.mark.parametrize("clip", [{}, {"grad_clip_mode": "per_layer", "grad_clip": 0.001}],
+                         ids=["global", "per_layer"])
+def test_one_micro_batch_of_four_equals_four_accumulated_micro_batches(tmp_path, corpus, tiny_tokenizer_dir, clip):
+    # per_layer at 0.001 clips both blocks at every step: clipping must see the whole accumulated gradient
     big = run(recipe(tmp_path / "big", corpus, tiny_tokenizer_dir, device_batch_size=4, total_batch_size=256,
-                     num_iterations=3, eval_every=-1))
+                     num_iterations=3, eval_every=-1, **clip))
     small = run(recipe(tmp_path / "small", corpus, tiny_tokenizer_dir, device_batch_size=1, total_batch_size=256,
-                       num_iterations=3, eval_every=-1))
+                       num_iterations=3, eval_every=-1, **clip))
+    if clip:
+        rows = [json.loads(line) for line in (tmp_path / "big" / "base" / "train_log.jsonl").read_text().splitlines()]
+        norms = [r["grad_norms"] for r in rows if "loss" in r]
+        assert len(norms) == 3 and all(n["layers.0"] > 0.001 and n["layers.1"] > 0.001 for n in norms)
     for (s1, l1), (s2, l2) in zip(losses(tmp_path / "big" / "base"), losses(tmp_path / "small" / "base")):
         assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-4)  # bf16 Newton-Schulz amplifies sum order
     assert big["val_bpb"] == pytest.approx(small["val_bpb"], rel=1e-3)
+
+
+def test_lookahead_changes_the_run_and_resumes_bitwise_exactly(tmp_path, corpus, tiny_tokenizer_dir):
+    # with a step lr schedule and a Muon momentum warmdown, which the loop must apply as planned
+    common = dict(eval_every=-1, num_iterations=8, lr_schedule="step", step_milestones=[0.5], step_factors=[0.25],
+                  muon_momentum_warmdown=0.9)
+    la = dict(lookahead_k=4, lookahead_alpha=0.5, **common)
+    plain = run(recipe(tmp_path / "plain", corpus, tiny_tokenizer_dir, **common))
+    rows = [json.loads(line) for line in (tmp_path / "plain" / "base" / "train_log.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "loss" in r]
+    assert [r["lr_mult"] for r in rows] == [1.0] * 4 + [0.25] * 4
+    assert rows[3]["muon_momentum"] == 0.95 and rows[-1]["muon_momentum"] == pytest.approx(0.95 - 0.05 * 3 / 4)
+    straight = run(recipe(tmp_path / "straight", corpus, tiny_tokenizer_dir, **la))
+    assert losses(tmp_path / "straight" / "base")[:4] == losses(tmp_path / "plain" / "base")[:4]  # same until a sync
+    assert losses(tmp_path / "straight" / "base")[4:] != losses(tmp_path / "plain" / "base")[4:]
+    assert straight["val_bpb"] != plain["val_bpb"]
+    # cut mid-cycle (step 6 of k=4): the checkpoint must hold the slow weights of step 4
+    run(recipe(tmp_path / "cut", corpus, tiny_tokenizer_dir, max_steps_per_run=6, **la))
+    optim_state = torch.load(tmp_path / "cut" / "base" / "checkpoints" / "step_000006" / "trainer_state" /
+                             "optimizer.pt", weights_only=True)
+    assert sum("lookahead_slow" in s for s in optim_state["state"].values()) > 0
+    run(recipe(tmp_path / "cut", corpus, tiny_tokenizer_dir, resume_from="latest", **la))
+    assert losses(tmp_path / "cut" / "base") == losses(tmp_path / "straight" / "base")
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(tmp_path / "straight" / "base" / "model.safetensors"), load_file(
+        tmp_path / "cut" / "base" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, tiny_tokenizer_dir):
@@ -162,7 +200,8 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path, corpus, tin
     """accelerate launch --num_processes 2 (gloo, CPU) x micro-batch B == 1 process x 2 micro-batches of B."""
     common = [f"--tokenizer={tiny_tokenizer_dir}", f"--train_data={corpus}", "--depth=2", "--aspect_ratio=32",
               "--head_dim=32", "--max_seq_len=64", "--device_batch_size=2", "--total_batch_size=256",
-              "--num_iterations=4", "--eval_every=2", "--eval_tokens=512", "--dtype=float32", "--seed=3"]
+              "--num_iterations=4", "--eval_every=2", "--eval_tokens=512", "--dtype=float32", "--seed=3",
+              "--grad_clip_mode=per_layer", "--grad_clip=0.001"]  # clipping after the all-reduce, in both runs
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_NANOGPT_BASE_DIR": str(tmp_path)}
     two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
