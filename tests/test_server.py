@@ -1,6 +1,8 @@
 """The OpenAI-compatible server, tested against a REAL uvicorn server on a free loopback port with
-httpx: plain and streaming completions, bad requests, the API key, concurrent clients, and a client
-that disconnects mid-stream (or while queued) freeing its worker slot."""
+httpx and the official `openai` client: plain and streaming completions (readable content plus the
+raw control-token text), `POST /generate`, bad requests, the API key, concurrent clients, a client
+that disconnects mid-stream (or while queued) freeing its worker slot, and a property-based fuzz
+test that no request a client can send gets a 5xx."""
 
 import contextlib
 import json
@@ -23,6 +25,7 @@ import uvicorn
 from hf_nanogpt import NanoGPTConfig, NanoGPTForCausalLM
 from hf_nanogpt.engine import ChatTokens, Engine, TextStream, assistant_parts
 from hf_nanogpt.server import create_app
+from hf_nanogpt.server_schema import readable_text
 from hf_nanogpt.tokenization import render_for_completion
 
 USER = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -122,7 +125,9 @@ def test_plain_completion_has_openai_shape_and_the_engines_tokens(server, model,
     assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion" and body["model"] == "tiny"
     (choice,) = body["choices"]
     assert choice["index"] == 0 and choice["message"]["role"] == "assistant"
-    assert choice["message"]["content"] == greedy_reply(model, tiny_tokenizer, USER, 12)
+    raw = greedy_reply(model, tiny_tokenizer, USER, 12)
+    assert choice["message"]["raw_content"] == raw
+    assert choice["message"]["content"] == readable_text(raw) and "<|" not in choice["message"]["content"]
     prompt_tokens = len(render_for_completion(tiny_tokenizer, USER))
     usage = body["usage"]
     assert usage["prompt_tokens"] == prompt_tokens
@@ -147,8 +152,9 @@ def test_streaming_sends_the_same_reply_as_deltas(server):
     assert usage_chunk["choices"] == [] and usage_chunk["usage"] == plain["usage"]
     content_chunks = chunks[1:-1]
     assert len(content_chunks) >= 3  # token by token, not one blob
-    text = "".join(c["choices"][0]["delta"].get("content", "") for c in content_chunks)
-    assert text == plain["choices"][0]["message"]["content"]
+    for field in ("content", "raw_content"):
+        text = "".join(c["choices"][0]["delta"].get(field, "") for c in content_chunks)
+        assert text == plain["choices"][0]["message"][field]
     reasons = [c["choices"][0]["finish_reason"] for c in content_chunks]
     assert reasons[-1] == plain["choices"][0]["finish_reason"] and set(reasons[:-1]) == {None}
 
@@ -340,13 +346,19 @@ def test_calculator_tool_call_in_the_reply(tiny_tokenizer):
         k = len(reply) - reply.index(ids("<|output_end|>")) - 1
         return after[k] if k < len(after) else ids("<|assistant_end|>")
 
-    expected = "<|python_start|>6*7<|python_end|><|output_start|>42<|output_end|> is the answer"
+    raw = "<|python_start|>6*7<|python_end|><|output_start|>42<|output_end|> is the answer"
     with live_server(create_app(ScriptedLM(rule, vocab_size=len(tiny_tokenizer)), tiny_tokenizer)) as url:
         plain = post(url, {"messages": USER, "max_tokens": 40}).json()["choices"][0]
-        assert plain["message"]["content"] == expected and plain["finish_reason"] == "stop"
+        assert plain["finish_reason"] == "stop"
+        assert plain["message"]["content"] == "calc: 6*7 = 42 is the answer"  # as the chat page shows it
+        assert plain["message"]["raw_content"] == raw
+        assert plain["message"]["segments"] == [{"type": "python", "text": "6*7"}, {"type": "output", "text": "42"},
+                                                {"type": "text", "text": " is the answer"}]
         with httpx.stream("POST", f"{url}/v1/chat/completions", json={"messages": USER, "stream": True}) as r:
             chunks = sse_events(r)[1:-1]
-        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == expected
+        deltas = [c["choices"][0]["delta"] for c in chunks]
+        assert "".join(d.get("content", "") for d in deltas) == "calc: 6*7 = 42 is the answer"
+        assert "".join(d.get("raw_content", "") for d in deltas) == raw
 
 
 def test_a_full_queue_is_refused_with_503(tiny_tokenizer):
@@ -361,7 +373,7 @@ def test_a_full_queue_is_refused_with_503(tiny_tokenizer):
                     assert wait_for(lambda: health()["queued"] == 1)
                     for refused in (post(url, {"messages": USER}), post(url, body)):
                         assert refused.status_code == 503
-                        assert "server busy: 1 requests already queued" in refused.json()["error"]["message"]
+                        assert "server busy: 1 requests generating and 1 queued" in refused.json()["error"]["message"]
         assert wait_for(lambda: health()["busy"] == 0 and health()["queued"] == 0)
         assert post(url, {"messages": USER, "max_tokens": 3}).status_code == 200
 
