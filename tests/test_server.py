@@ -442,3 +442,230 @@ def test_chat_web_script_serves_a_saved_model(tmp_path, tiny_tokenizer, repo_roo
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# ----------------------------------------------------------------------------- POST /generate
+
+
+def test_generate_continues_the_prompt_as_plain_text(server, model, tiny_tokenizer):
+    r = httpx.post(f"{server}/generate", json={"prompt": "def main():", "max_tokens": 10, "temperature": 0}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"generated_text", "prompt"} and body["prompt"] == "def main():"
+    engine = Engine.from_tokenizer(model, tiny_tokenizer)
+    prompt = [tiny_tokenizer.convert_tokens_to_ids("<|bos|>")] + tiny_tokenizer.encode("def main():",
+                                                                                       add_special_tokens=False)
+    tokens = engine.generate_batch(prompt, temperature=0.0, max_tokens=10)[0][0]
+    assert body["generated_text"] == tiny_tokenizer.decode(tokens, skip_special_tokens=False)
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({}, 400, "prompt: Field required"),
+    ({"prompt": ""}, 400, "prompt: String should have at least 1 character"),
+    ({"prompt": 5}, 400, "prompt: Input should be a valid string"),
+    ({"prompt": "x", "max_tokens": "5"}, 400, "max_tokens: Input should be a valid integer"),
+    ({"prompt": "x", "max_tokens": 65}, 400, "max_tokens=65 exceeds the server limit of 64"),
+    ({"prompt": "x", "temperature": 3}, 400, "temperature: Input should be less than or equal to 2"),
+    ({"prompt": "x", "top_k": 3}, 400, "top_k: Extra inputs are not permitted"),
+    ({"prompt": "word " * 400}, 400, "model's context is 256 tokens"),
+    ({"prompt": "x" * 20_000}, 400, "the prompt is at least"),
+])
+def test_generate_bad_requests(server, body, status, message):
+    r = httpx.post(f"{server}/generate", json=body, timeout=60)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]["message"]
+
+
+def test_generate_needs_the_key_and_counts_in_the_pool(model, tiny_tokenizer):
+    with live_server(create_app(model, tiny_tokenizer, api_key="k", max_tokens_limit=8)) as url:
+        assert httpx.post(f"{url}/generate", json={"prompt": "x"}).status_code == 401
+        r = httpx.post(f"{url}/generate", json={"prompt": "x"}, headers={"Authorization": "Bearer k"}, timeout=60)
+        assert r.status_code == 200 and httpx.get(f"{url}/health").json()["served"] == 1
+
+
+def test_a_prompt_past_the_context_is_refused_before_tokenizing(model, tiny_tokenizer, monkeypatch):
+    """A message that cannot fit (by its byte count) never reaches the tokenizer, so a maximal request
+    costs only its JSON parse; one that might fit is rendered and checked exactly."""
+    import hf_nanogpt.server as server_module
+
+    rendered = []
+    real = server_module.render_for_completion
+    monkeypatch.setattr(server_module, "render_for_completion", lambda *a: rendered.append(1) or real(*a))
+    with live_server(create_app(model, tiny_tokenizer)) as url:
+        r = post(url, {"messages": [{"role": "user", "content": "x" * 3_000_000}]})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+        assert "the prompt is at least" in r.json()["error"]["message"] and rendered == []
+        r = post(url, {"messages": [{"role": "user", "content": "word " * 300}]})
+        message = r.json()["error"]["message"]
+        assert r.status_code == 400 and "model's context" in message and "at least" not in message and rendered == [1]
+        too_big = b'{"messages": [{"role": "user", "content": "' + b"x" * (5 << 20) + b'"}]}'
+        assert post(url, too_big).status_code == 413
+
+
+# ----------------------------------------------------------------------------- the official openai client
+
+
+def test_openai_client_plain_streaming_n2_and_errors(tiny_tokenizer):
+    """The `openai` package against the server: models, a completion whose content is readable text
+    (the calculator call as the page shows it), the same streamed, n=2, and auth / bad-request errors."""
+    openai = pytest.importorskip("openai", reason="the openai client is a dev dependency: pip install openai")
+    from test_engine import ScriptedLM  # noqa: E402
+
+    ids = lambda name: tiny_tokenizer.convert_tokens_to_ids(name)  # noqa: E731
+    call = [ids("<|python_start|>"), *tiny_tokenizer.encode("12*34", add_special_tokens=False), ids("<|python_end|>")]
+    after = tiny_tokenizer.encode("#### 408", add_special_tokens=False)
+
+    def rule(history):  # call the calculator on 12*34, then copy its result after ####
+        if ids("<|assistant_start|>") not in history:
+            return 0
+        reply = history[len(history) - history[::-1].index(ids("<|assistant_start|>")):]
+        if len(reply) < len(call):
+            return call[len(reply)]
+        if ids("<|output_end|>") not in reply:
+            return after[0]
+        k = len(reply) - reply.index(ids("<|output_end|>")) - 1
+        return after[k] if k < len(after) else ids("<|assistant_end|>")
+
+    readable, raw = "calc: 12*34 = 408\n#### 408", "<|python_start|>12*34<|python_end|><|output_start|>408<|output_end|>#### 408"
+    app = create_app(ScriptedLM(rule, vocab_size=len(tiny_tokenizer)), tiny_tokenizer, model_name="tiny", api_key="k")
+    with live_server(app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0, timeout=60)
+        assert [m.id for m in client.models.list()] == ["tiny"]
+        messages = [{"role": "user", "content": "What is 12*34?"}]
+        done = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30)
+        (choice,) = done.choices
+        assert choice.message.content == readable and choice.finish_reason == "stop"
+        assert choice.message.model_extra["raw_content"] == raw  # the documented extension fields
+        assert choice.message.model_extra["segments"][1] == {"type": "output", "text": "408"}
+        assert done.usage.completion_tokens > 0
+        stream = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30, stream=True,
+                                                stream_options={"include_usage": True})
+        content, raw_parts, reasons, usage = "", "", [], None
+        for chunk in stream:
+            usage = chunk.usage or usage
+            for c in chunk.choices:
+                content += c.delta.content or ""
+                raw_parts += (c.delta.model_extra or {}).get("raw_content", "")
+                reasons.append(c.finish_reason)
+        assert (content, raw_parts) == (readable, raw) and reasons[-1] == "stop"
+        assert usage.completion_tokens == done.usage.completion_tokens
+        two = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30, n=2)
+        assert [c.index for c in two.choices] == [0, 1] and {c.message.content for c in two.choices} == {readable}
+        # the assistant turn sent back by a client keeps its tool parts through raw_content
+        history = [*messages, {"role": "assistant", "content": readable, "raw_content": raw},
+                   {"role": "user", "content": "again"}]
+        again = client.chat.completions.create(model="tiny", messages=history, max_tokens=30)
+        assert again.choices[0].message.content == readable
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
+        with pytest.raises(openai.BadRequestError, match="exceeds the server limit"):
+            client.chat.completions.create(model="tiny", messages=messages, max_tokens=10_000)
+        with pytest.raises(openai.NotFoundError, match="not served here"):
+            client.chat.completions.create(model="gpt-4", messages=messages)
+
+
+# ----------------------------------------------------------------------------- fuzzing: never a 5xx
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ_EXAMPLES = int(os.environ.get("HF_NANOGPT_FUZZ_EXAMPLES", "120"))
+FUZZ_BODY_LIMIT = 64 * 1024
+
+json_leaf = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+             | st.text(max_size=20) | st.sampled_from([0, 1, -1, 2**63, 2**63 - 1, -2**63 - 1, 1e308, "5", "yes"]))
+json_value = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=3)
+                          | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=12)
+any_text = st.text(max_size=60)  # any code point, lone surrogates included
+part = st.fixed_dictionaries({"type": st.sampled_from(["text", "text", "python", "output", "image_url"]) | json_value,
+                              "text": any_text | json_value})
+message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system"]),
+                                 "content": any_text | st.lists(part, max_size=3)},
+                                optional={"raw_content": any_text | json_value})
+# valid values of each field; a mutation below may replace any of them with an arbitrary JSON value
+CHAT_FIELDS = {"max_tokens": st.integers(1, 6), "max_completion_tokens": st.integers(1, 6), "n": st.integers(1, 3),
+               "top_k": st.integers(1, 2000), "seed": st.integers(-2**63, 2**63 - 1),
+               "temperature": st.floats(0, 2), "top_p": st.floats(0.01, 1), "stream": st.booleans(),
+               "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+               "model": st.sampled_from(["tiny", "other"]), "stop": st.just([])}
+GENERATE_FIELDS = {"max_tokens": st.integers(1, 6), "temperature": st.floats(0, 2)}
+
+
+@st.composite
+def requests(draw):
+    """(method, path, headers, body bytes): a valid request, then 0-3 random mutations of its shape, types,
+    sizes, nesting, encoding or headers."""
+    path = draw(st.sampled_from(["/v1/chat/completions"] * 3 + ["/generate"] * 2 + ["/v1/models", "/health"]))
+    chat = path != "/generate"
+    fields = CHAT_FIELDS if chat else GENERATE_FIELDS
+    value = {"messages": [{"role": "user", "content": draw(any_text)}]} if chat else {"prompt": draw(any_text)}
+    value.update(draw(st.fixed_dictionaries({}, optional=fields)))
+    if chat and draw(st.booleans()):  # a longer conversation, often out of order
+        value["messages"] = draw(st.lists(message, min_size=1, max_size=5))
+    method, encoding, ascii_only = "POST" if path in ("/v1/chat/completions", "/generate") else "GET", "utf-8", True
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer k"}
+    body = None
+    for mutation in draw(st.lists(st.sampled_from(["field", "field", "drop", "top", "encoding", "bytes", "deep",
+                                                   "huge", "content-type", "auth", "host", "method"]), max_size=3)):
+        if mutation == "field" and isinstance(value, dict):
+            value[draw(st.sampled_from([*fields, "messages" if chat else "prompt", "extra"]))] = draw(json_value)
+        elif mutation == "drop" and isinstance(value, dict) and value:
+            value.pop(draw(st.sampled_from(sorted(value))))
+        elif mutation == "top":
+            value = draw(json_value)
+        elif mutation == "encoding":
+            encoding, ascii_only = draw(st.sampled_from(["utf-8", "utf-16", "utf-32", "latin-1"])), draw(st.booleans())
+        elif mutation == "bytes":
+            body = draw(st.binary(max_size=200))
+        elif mutation == "deep":
+            depth = draw(st.integers(1, FUZZ_BODY_LIMIT // 2 - 20))
+            opener, closer = draw(st.sampled_from([("[", "]"), ('{"a":', "}"), ('[{"role":"user","content":', "}]")]))
+            body = ('{"messages":' + opener * depth + '"x"' + closer * depth + "}").encode()[:FUZZ_BODY_LIMIT - 1]
+        elif mutation == "huge":
+            body = b'{"prompt": "' + b"x" * draw(st.integers(FUZZ_BODY_LIMIT - 20, 3 * FUZZ_BODY_LIMIT)) + b'"}'
+        elif mutation == "content-type":
+            headers["Content-Type"] = draw(st.sampled_from(["text/plain", "", "application/json; charset=utf-16"])
+                                           | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=20))
+        elif mutation == "auth":
+            headers["Authorization"] = draw(st.sampled_from(["bearer k", "Bearer kk", "Basic k", ""])
+                                            | st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=20))
+        elif mutation == "host":
+            headers["Host"] = draw(st.sampled_from(["localhost", "evil.example", "[::1]:1", "a" * 300])
+                                   | st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=20))
+        elif mutation == "method":
+            method = draw(st.sampled_from(["GET", "PUT", "DELETE", "POST"]))
+    if body is None:
+        body = json.dumps(value, ensure_ascii=ascii_only).encode(encoding, errors="replace")
+    return method, path, {k: v for k, v in headers.items() if v}, body
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(model, tiny_tokenizer):
+    app = create_app(model, tiny_tokenizer, model_name="tiny", api_key="k", workers=2, max_queue=4,
+                     max_tokens_limit=4, max_n=2, max_body_bytes=FUZZ_BODY_LIMIT)
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield url, client
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=os.environ.get("HF_NANOGPT_FUZZ_RANDOM") != "1",
+          database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(request=requests())
+def test_fuzz_no_request_gets_a_5xx(fuzz_server, request):
+    url, client = fuzz_server
+    method, path, headers, body = request
+    try:
+        with client.stream(method, path, content=body, headers=headers) as r:
+            payload = r.read()
+    except httpx.LocalProtocolError:  # httpx itself refuses to send it (e.g. a header it finds illegal)
+        return
+    assert r.status_code < 500, (r.status_code, payload[:300])
+    if r.status_code == 200 and r.headers.get("content-type", "").startswith("text/event-stream"):
+        text = payload.decode()
+        assert text.endswith("data: [DONE]\n\n") and '"error"' not in text
+
+
+def test_fuzz_leaves_a_live_idle_server(fuzz_server):
+    url, client = fuzz_server
+    assert wait_for(lambda: client.get("/health").json()["busy"] == 0 and client.get("/health").json()["queued"] == 0)
+    r = client.post("/v1/chat/completions", json={"messages": USER}, headers={"Authorization": "Bearer k"})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
