@@ -15,6 +15,8 @@ import argparse
 import importlib
 import sys
 
+from hf_nanogpt.cli import run_script
+
 BENCHMARKS = ("tokenizer", "data", "train", "generate")
 
 
@@ -36,4 +38,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

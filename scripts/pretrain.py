@@ -14,6 +14,7 @@ with AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True).
 
 import sys
 
+from hf_nanogpt.cli import run_script
 from hf_nanogpt.recipe import parse_recipe
 from hf_nanogpt.training import configure_logging, run
 
@@ -26,4 +27,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
