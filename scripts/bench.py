@@ -7,6 +7,7 @@ here are noisy, ratios from one run are comparable.
     python scripts/bench.py data        # tokenize-and-pack throughput, cropped fraction, packer vs linear scan
     python scripts/bench.py train       # training step vs transformers' LlamaForCausalLM + AdamW
     python scripts/bench.py generate    # engine vs model.generate() vs LlamaForCausalLM
+    python scripts/bench.py server      # /health latency idle vs while maximal requests are processed
     python scripts/bench.py all         # all of the above
     python scripts/bench.py NAME --help # options of one benchmark
 """
@@ -17,7 +18,7 @@ import sys
 
 from hf_nanogpt.cli import run_script
 
-BENCHMARKS = ("tokenizer", "data", "train", "generate")
+BENCHMARKS = ("tokenizer", "data", "train", "generate", "server")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,7 +34,10 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     from hf_nanogpt.paths import resolve_model_folder
 
-    resolve_model_folder(args.model)  # a missing or non-model folder fails before torch is imported
+    try:
+        resolve_model_folder(args.model)  # a missing or non-model folder fails before torch is imported
+    except FileNotFoundError as err:
+        sys.exit(f"chat_cli: {err}")
     import torch
 
     from hf_nanogpt.engine import Engine, TextStream, assistant_parts
