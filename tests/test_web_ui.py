@@ -22,7 +22,7 @@ from hf_nanogpt.server import create_app
 from hf_nanogpt.server_schema import readable_text
 from hf_nanogpt.tokenization import render_for_completion
 
-from test_server import live_server, slow_model, tiny_chat_model  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_server import calculator_model, live_server, slow_model, tiny_chat_model  # noqa: E402  (tests/ is on sys.path)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -156,26 +156,8 @@ def test_tool_calls_failed_turns_and_a_full_context(browser, tiny_tokenizer):
     the history (its text goes back into the input); a conversation past the context says New chat."""
     from selenium.webdriver.common.by import By
 
-    from test_engine import ScriptedLM  # noqa: E402
-
-    ids = lambda name: tiny_tokenizer.convert_tokens_to_ids(name)  # noqa: E731
-    call = [ids("<|python_start|>"), *tiny_tokenizer.encode("12*34", add_special_tokens=False), ids("<|python_end|>")]
-    after = tiny_tokenizer.encode("#### 408", add_special_tokens=False)
     prompts = []
-
-    def rule(history):  # the calculator on 12*34, then its result after ####
-        if ids("<|assistant_start|>") not in history:
-            return 0
-        start = len(history) - history[::-1].index(ids("<|assistant_start|>"))
-        reply = history[start:]
-        if not reply:
-            prompts.append(history)
-        if len(reply) < len(call):
-            return call[len(reply)]
-        if ids("<|output_end|>") not in reply:
-            return after[0]
-        k = len(reply) - reply.index(ids("<|output_end|>")) - 1
-        return after[k] if k < len(after) else ids("<|assistant_end|>")
+    model = calculator_model(tiny_tokenizer, "12*34", "#### 408", prompts)
 
     def set_field(field_id: str, value: str) -> None:
         element = browser.find_element(By.ID, field_id)
@@ -187,7 +169,7 @@ def test_tool_calls_failed_turns_and_a_full_context(browser, tiny_tokenizer):
         browser.find_element(By.ID, "send").click()
 
     messages = lambda kind: browser.find_elements(By.CSS_SELECTOR, f".message.{kind}")  # noqa: E731
-    app = create_app(ScriptedLM(rule, vocab_size=len(tiny_tokenizer)), tiny_tokenizer, max_tokens_limit=40)
+    app = create_app(model, tiny_tokenizer, max_tokens_limit=40)
     with live_server(app) as url:
         browser.get(url + "/")
         wait_until(lambda: browser.find_element(By.ID, "model-name").text, what="the /health call")
