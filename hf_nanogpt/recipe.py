@@ -172,6 +172,8 @@ class TrainRecipe:
         if self.lora_r < 0:
             raise ValueError(f"recipe key lora_r={self.lora_r} is invalid: expected >= 0")
         self._validate_optimizer_and_schedule()
+        self.check_ranges()
+        check_model_config(self.model_config)
 
     def _validate_optimizer_and_schedule(self) -> None:
         """The optimizer, clipping, Lookahead, transfer and schedule keys (hf_nanogpt/optim.py, schedules.py)."""
@@ -213,8 +215,60 @@ class TrainRecipe:
             raise ValueError("recipe key lrs_from_init=true applies to mid/sft (it reads the init_from run's lrs), "
                              "not to pretraining")
 
+    # ------------------------------------------------------------------ ranges (hostile-input checks)
+    # Values that parse and type-check but would fail late (at the first evaluation, at the end of the
+    # run) or silently do something else. Each error names the key, the value and what is expected.
+    def check_ranges(self) -> None:
+        """Refuse out-of-range values of the optimizer, cadence, horizon and checkpoint keys."""
+        def bad(key: str, expected: str):
+            return ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected {expected}")
+
+        for key in ("eval_every", "save_every", "core_metric_every", "sample_every", "num_iterations",
+                    "max_steps_per_run", "total_batch_size", "core_metric_max_per_task", "n_kv_head", "sliding_window"):
+            value = getattr(self, key)
+            if value == 0 or value < -1:  # 0 would mean "every 0 steps" or "no batch": nothing sensible
+                raise bad(key, "a positive integer, or -1 (" + ("never" if key.endswith("_every") else "unset") + ")")
+        for key in ("target_flops", "target_param_data_ratio", "num_epochs"):
+            if getattr(self, key) <= 0 and getattr(self, key) != -1:
+                raise bad(key, "a positive number, or -1 (unused)")
+        for key in ("eval_tokens", "lora_alpha"):
+            if getattr(self, key) <= 0:
+                raise bad(key, "a positive integer")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise bad("lora_dropout", "a value in [0, 1)")
+        saves = self.save_every > 0 or self.max_steps_per_run > 0
+        if saves and self.keep_checkpoints < 1:  # keeping none would delete the checkpoint `latest` names
+            raise bad("keep_checkpoints", ">= 1 when checkpoints are saved (save_every or max_steps_per_run is set)")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def model_config_fields() -> set[str]:
+    """Names a recipe's `model_config` may set: `NanoGPTConfig`'s fields and its nanoGPT aliases."""
+    from .configuration_nanogpt import NanoGPTConfig
+
+    if dataclasses.is_dataclass(NanoGPTConfig):  # PreTrainedConfig is a dataclass in transformers 5.x
+        names = {f.name for f in dataclasses.fields(NanoGPTConfig)}
+    else:
+        import inspect
+
+        names = set(inspect.signature(NanoGPTConfig.__init__).parameters) - {"self", "kwargs"}
+    return names | set(NanoGPTConfig.attribute_map)
+
+
+def check_model_config(model_config: dict) -> None:
+    """Refuse unknown `model_config` keys (a typo such as `droput` would otherwise land silently in
+    config.json), naming the key and the closest valid names."""
+    import difflib
+
+    valid = model_config_fields()
+    for key in model_config:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), sorted(valid), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"recipe key model_config has an unknown field {key!r}{hint} "
+                             f"(NanoGPTConfig fields: {', '.join(sorted(valid))})")
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -486,3 +540,50 @@ def derive_plan(recipe: TrainRecipe, flops_per_token: int, scaling_params: int, 
                         weight_decay=weight_decay, lrs=lrs, lr_schedule=recipe.lr_schedule,
                         warmup_steps=recipe.warmup_steps, warmdown_steps=round(recipe.warmdown_ratio * steps),
                         final_lr_frac=recipe.final_lr_frac)
+
+
+# ----------------------------------------------------------------------------- memory, before allocation
+
+
+def training_memory_lower_bound(config, batch_size: int, seq_len: int) -> dict[str, int]:
+    """Bytes a training step needs at the very least, from the model built on the meta device (no
+    memory is allocated): float32 weights, their gradients and one optimizer state each (Muon keeps
+    one momentum, AdamW two), the non-persistent buffers (rotary tables grow with the context), the
+    (B, T, vocab) float32 logits of one micro-batch and one (B, T, width) float32 activation per layer.
+    The real peak is higher; a recipe whose lower bound already exceeds the device is refused."""
+    import torch
+
+    from .modeling_nanogpt import NanoGPTForCausalLM
+
+    with torch.device("meta"):
+        model = NanoGPTForCausalLM(config)
+    params = sum(p.numel() for p in model.parameters())
+    tokens = batch_size * seq_len
+    return {"weights, gradients, optimizer": 12 * params,
+            "buffers": sum(b.numel() * b.element_size() for b in model.buffers()),
+            "logits": 4 * tokens * config.vocab_size,
+            "activations": 4 * tokens * config.hidden_size * config.num_hidden_layers}
+
+
+def device_memory_bytes(device) -> tuple[int, str]:
+    """(total memory, description) of a torch device: the GPU's memory, else the machine's RAM."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return props.total_memory, f"GPU {props.name}"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "machine's RAM"
+
+
+def check_fits_in_memory(recipe: TrainRecipe, config, device) -> None:
+    """Refuse, naming max_seq_len and device_batch_size, a recipe whose model and micro-batch cannot fit
+    the device (estimated before anything is allocated: `training_memory_lower_bound`)."""
+    parts = training_memory_lower_bound(config, recipe.device_batch_size, recipe.max_seq_len)
+    need, (have, where) = sum(parts.values()), device_memory_bytes(device)
+    if need > have:
+        gib = lambda n: f"{n / 2**30:,.1f} GiB"  # noqa: E731
+        detail = ", ".join(f"{k} {gib(v)}" for k, v in parts.items())
+        raise ValueError(f"recipe keys max_seq_len={recipe.max_seq_len} and device_batch_size="
+                         f"{recipe.device_batch_size}: one training step needs at least {gib(need)} ({detail}), "
+                         f"more than the {where} ({gib(have)}); lower max_seq_len or device_batch_size")

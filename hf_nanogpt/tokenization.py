@@ -298,7 +298,9 @@ def render_conversation(tokenizer, messages, max_tokens: int | None = None) -> t
         mask.extend([supervised] * len(token_ids))
 
     def text(s: str) -> list[int]:
-        return backend.encode(_escape_control_tokens(s), add_special_tokens=False).ids if s else []
+        # encode_batch_fast releases the GIL while it encodes (encode does not): the chat server renders
+        # in a worker thread and its event loop must keep answering meanwhile
+        return backend.encode_batch_fast([_escape_control_tokens(s)], add_special_tokens=False)[0].ids if s else []
 
     for role, parts in turns:
         if role == "user":

@@ -45,7 +45,7 @@ from .modeling_nanogpt import NanoGPTForCausalLM
 from .optim import apply_schedule, parameter_groups_summary
 from .paths import base_dir, resolve_stage
 from .planning import build_stage_optimizer, plan_for_model
-from .recipe import TrainingPlan, TrainRecipe, inherit_learning_rates, save_recipe
+from .recipe import TrainingPlan, TrainRecipe, check_fits_in_memory, inherit_learning_rates, save_recipe
 from .schedules import Schedule
 from .stages import STAGES
 
@@ -59,6 +59,8 @@ STDLIB_TOKENIZER = dict(vocab_size=4096, max_chars=20_000_000)
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the weights were not updated with it."""
+
+    expected = True  # scripts print its message without a traceback (hf_nanogpt.cli)
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Stage:
     start_step: int = 0
     history: dict = field(default_factory=dict)
     val_start_state: dict | None = None  # every evaluation reads the same val batches from the start
+    log_bytes: int | None = None  # size of train_log.jsonl when the resumed checkpoint was saved
 
 
 # ----------------------------------------------------------------------------- building a stage
@@ -215,9 +218,12 @@ def _load_start_model(recipe: TrainRecipe, accelerator: Accelerator):
 
     if recipe.stage == "base" and recipe.init_from is None:
         tokenizer = load_tokenizer(_tokenizer_folder(recipe, accelerator))
-        return NanoGPTForCausalLM(build_model_config(recipe, tokenizer)), tokenizer
+        config = build_model_config(recipe, tokenizer)
+        check_fits_in_memory(recipe, config, accelerator.device)  # before allocating anything
+        return NanoGPTForCausalLM(config), tokenizer
     folder = resolve_stage(recipe.init_from)
     tokenizer = load_tokenizer(folder)
+    check_fits_in_memory(recipe, NanoGPTConfig.from_pretrained(folder), accelerator.device)
     model = NanoGPTForCausalLM.from_pretrained(folder, dtype=torch.float32)
     if model.config.max_position_embeddings < recipe.max_seq_len and model.config.position_embedding == "learned":
         raise ValueError(f"recipe key max_seq_len={recipe.max_seq_len} exceeds the learned position table "
@@ -272,6 +278,7 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
                   schedule=Schedule.from_recipe(recipe, plan.num_iterations, plan.weight_decay))
     if val_loader is not None:
         stage.val_start_state = val_loader.state_dict()
+        _check_val_data(stage)
     if recipe.resume_from:
         path = stage.checkpointer.resolve(recipe.resume_from)
         meta, loader_state = stage.checkpointer.load(path, model, optimizer)
@@ -280,6 +287,7 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
                              f"{meta.get('world_size')} processes")
         train_loader.load_state_dict(loader_state)
         stage.start_step, stage.history = int(meta["step"]), meta.get("history", {})
+        stage.log_bytes = meta.get("log_bytes")
     _log_setup(stage, counts)
     if accelerator.is_main_process and not recipe.dry_run:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -323,6 +331,24 @@ def _model_inputs(batch: dict, device) -> dict:
     return inputs | {"use_cache": False}
 
 
+def _check_val_data(stage: Stage) -> None:
+    """An empty validation split fails at start, naming its recipe key, instead of at the first evaluation
+    ("no target bytes"): every process must get at least one batch with a target."""
+    batch = next(iter(stage.val_loader), None)
+    stage.val_loader.load_state_dict(stage.val_start_state)
+    ok = torch.tensor([int(batch is not None and bool((batch["shift_labels"] >= 0).any()))], device=stage.accelerator.device)
+    if int(all_reduce_sum(ok)) == stage.accelerator.num_processes:
+        return
+    r = stage.recipe
+    if r.stage != "base":
+        raise ValueError(f"recipe key val_mixture: the validation mixture {r.val_mixture} gives no batch on some "
+                         "process; add rows (size) or set val_mixture: []")
+    spec = repr(r.val_data) if r.val_data else f"the held-out part of train_data={r.train_data!r}"
+    raise ValueError(f"recipe key val_data: the validation split ({spec}) does not fill one row of max_seq_len + 1 = "
+                     f"{r.max_seq_len + 1} tokens on every process (a single local file keeps only its last 10% for "
+                     "validation); use a larger corpus, name val_data, or lower max_seq_len")
+
+
 def evaluate_val_bpb(stage: Stage) -> float | None:
     """Val bits per byte over about `eval_tokens` tokens (None when the stage has no val data)."""
     from .evaluation.bpb import evaluate_bpb
@@ -345,6 +371,9 @@ class _Logger:
         self.enabled = stage.accelerator.is_main_process and not stage.recipe.dry_run
         if self.enabled and stage.start_step == 0 and self.path.exists():
             self.path.unlink()  # a fresh run starts a fresh log; a resumed one appends
+        elif self.enabled and stage.log_bytes is not None and self.path.exists():
+            with self.path.open("r+b") as f:  # cut the rows logged after the resumed checkpoint was saved
+                f.truncate(min(stage.log_bytes, f.seek(0, os.SEEK_END)))
 
     def __call__(self, row: dict) -> None:
         if self.enabled:
@@ -501,9 +530,11 @@ def _sample(stage: Stage, step: int) -> None:
 
 
 def _save(stage: Stage, step: int, history: dict) -> Path:
+    log = stage.output_dir / "train_log.jsonl"  # its size now is where a resume from here cuts it back to
     path = stage.checkpointer.save(step, stage.model, stage.tokenizer, stage.optimizer,
                                    stage.train_loader.state_dict(),
-                                   {"history": history, "plan": asdict(stage.plan), "recipe": stage.recipe.to_dict()})
+                                   {"history": history, "plan": asdict(stage.plan), "recipe": stage.recipe.to_dict(),
+                                    "log_bytes": log.stat().st_size if log.exists() else 0})
     if stage.accelerator.is_main_process:
         logger.info("saved checkpoint %s", path)
     return path
@@ -521,8 +552,7 @@ def finalize(stage: Stage, summary: dict) -> Path | None:
     model = acc.unwrap_model(stage.model)
     if acc.is_main_process:
         if hasattr(model, "merge_and_unload"):  # LoRA: keep the adapters, publish the merged model
-            model.save_pretrained(stage.output_dir / "adapter")
-            stage.tokenizer.save_pretrained(stage.output_dir / "adapter")
+            save_model_folder(stage.output_dir / "adapter", model, stage.tokenizer)
             model = model.merge_and_unload()
         save_model_folder(stage.output_dir, model, stage.tokenizer)
         from . import report

@@ -17,6 +17,7 @@ with AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True).
 import json
 import sys
 
+from hf_nanogpt.cli import run_script
 from hf_nanogpt.planning import plan_only
 from hf_nanogpt.recipe import parse_recipe
 from hf_nanogpt.training import configure_logging, run
@@ -34,4 +35,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

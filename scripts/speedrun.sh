@@ -50,6 +50,8 @@ if [ "$SIZE" = tiny ]; then
   if [ "$QUICK" = 1 ]; then
     TOK_ARGS=(--vocab_size 1024 --max_chars 2000000 --data stdlib)
     EXTRA=(--num_iterations=12 --eval_every=6 --eval_tokens=8192)
+    # mid-training gets enough steps to learn the calculator format (the speedrun test asks "What is 12*34?")
+    MID_EXTRA=(--num_iterations=150 --eval_every=75 --eval_tokens=8192)
     BASE_EVAL_ARGS=(--max_per_task 2 --bpb_steps 2 --no_samples)
     CHAT_TASKS=SpellingBee,Arithmetic,GSM8K
     CHAT_EVAL_ARGS=(--max_problems 4 --max_new_tokens 24 --spelling_size 8)
@@ -84,7 +86,8 @@ stage "base eval: CORE, bits per byte, samples"
 SFT_FROM="$OUT/base"
 if [ -n "$MID" ]; then
   stage "mid-train: $MID"
-  "${LAUNCH[@]}" scripts/midtrain.py "$MID" --init_from="$OUT/base" --output_dir="$OUT/mid" "${EXTRA[@]}"
+  [ -n "${MID_EXTRA+x}" ] || MID_EXTRA=("${EXTRA[@]}")
+  "${LAUNCH[@]}" scripts/midtrain.py "$MID" --init_from="$OUT/base" --output_dir="$OUT/mid" "${MID_EXTRA[@]}"
   stage "chat eval (mid): $CHAT_TASKS"
   "${LAUNCH[@]}" scripts/chat_eval.py -i "$OUT/mid" -a "$CHAT_TASKS" --run_dir "$OUT" "${CHAT_EVAL_ARGS[@]}"
   SFT_FROM="$OUT/mid"

@@ -208,6 +208,16 @@ def test_sample_next_token():
             sample_next_token(logits, **bad)
 
 
+def test_tiny_temperatures_sample_the_argmax_instead_of_nan():
+    """Found by the server fuzz test: 1e-300 rounds to 0 in float32 (0/0 = NaN) and 1e-38 overflows
+    logits / temperature to inf; both now sample the most likely token."""
+    logits = torch.tensor([[0.0, 30.0, 1.0, 2.0], [5.0, 0.0, -40.0, 0.0]])
+    gen = torch.Generator().manual_seed(0)
+    for temperature in (5e-324, 1e-300, 1e-45, 1.2e-38, 1e-20):
+        for top_k, top_p in ((None, None), (2, None), (None, 0.5)):
+            assert sample_next_token(logits, temperature, top_k, top_p, gen).tolist() == [1, 0], temperature
+
+
 def test_chat_tokens_from_tokenizer():
     class FakeTokenizer:
         unk_token_id = 99

@@ -178,3 +178,56 @@ def test_a_chat_stage_inherits_the_base_runs_learning_rates(tmp_path):
     assert plan.lrs["matrix_lr"] == pytest.approx(0.03 * 0.8) and plan.batch_lr_scale == 1.0
     with pytest.raises(FileNotFoundError, match="lrs_from_init=true but .*recipe.yaml does not exist"):
         inherit_learning_rates(sft, tmp_path / "converted")
+
+
+# ----------------------------------------------------------------------------- nonsense refused at start
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--muon_momentum_end=1", "muon_momentum_end=1 is invalid: expected a value in [0, 1)"),
+    ("--muon_momentum_start=-0.1", "muon_momentum_start=-0.1 is invalid"),
+    ("--grad_clip=-1", "grad_clip=-1 is invalid: expected >= 0"),
+    ("--save_every=0", "save_every=0 is invalid: expected a positive integer, or -1 (never)"),
+    ("--eval_every=0", "eval_every=0 is invalid"),
+    ("--sample_every=-5", "sample_every=-5 is invalid"),
+    ("--eval_tokens=0", "eval_tokens=0 is invalid: expected a positive integer"),
+    ("--num_iterations=0", "num_iterations=0 is invalid"),
+    ("--target_flops=0", "target_flops=0 is invalid: expected a positive number, or -1 (unused)"),
+    ("--lora_dropout=1", "lora_dropout=1 is invalid"),
+    ("--weight_decay=-0.1", "weight_decay=-0.1 is invalid"),
+])
+def test_out_of_range_values_name_the_key(override, message):
+    with pytest.raises(ValueError) as info:
+        parse_recipe([override])
+    assert message in str(info.value)
+
+
+def test_keep_checkpoints_must_keep_one_when_saving():
+    with pytest.raises(ValueError, match="keep_checkpoints=0 is invalid: expected >= 1 when checkpoints are saved"):
+        parse_recipe(["--keep_checkpoints=0", "--save_every=10"])
+    with pytest.raises(ValueError, match="keep_checkpoints=0"):
+        parse_recipe(["--keep_checkpoints=0", "--max_steps_per_run=10"])
+    assert parse_recipe(["--keep_checkpoints=0"]).keep_checkpoints == 0  # never saves a step checkpoint
+
+
+def test_unknown_model_config_fields_are_refused():
+    with pytest.raises(ValueError, match=r"unknown field 'droput'; did you mean dropout"):
+        parse_recipe(["--model_config={droput: 0.1}"])
+    recipe = parse_recipe(["--model_config={dropout: 0.1, n_embd: 128, rope_theta: 50000.0}"])  # aliases too
+    assert recipe.model_config["dropout"] == 0.1
+
+
+def test_a_model_that_cannot_fit_is_refused_before_allocation():
+    from hf_nanogpt.recipe import check_fits_in_memory, training_memory_lower_bound
+
+    recipe = parse_recipe(["--max_seq_len=100000000", "--depth=4", "--head_dim=64"])
+    config = build_model_config(recipe, _Vocab())
+    with pytest.raises(ValueError, match=r"max_seq_len=100000000 and device_batch_size=32: one training step needs "
+                                         r"at least [\d,.]+ GiB .*lower max_seq_len or device_batch_size"):
+        check_fits_in_memory(recipe, config, "cpu")
+    small = parse_recipe(["--max_seq_len=256", "--depth=2", "--head_dim=64", "--device_batch_size=2"])
+    config = build_model_config(small, _Vocab())
+    check_fits_in_memory(small, config, "cpu")
+    bound = training_memory_lower_bound(config, 2, 256)
+    params = NanoGPTForCausalLM(config).num_parameters()
+    assert bound["weights, gradients, optimizer"] == 12 * params and bound["logits"] == 4 * 2 * 256 * config.vocab_size

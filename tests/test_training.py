@@ -280,3 +280,54 @@ def test_build_model_config_builds_the_preset_family(tiny_tokenizer):
     assert jan.sliding_window == 257 and jan.bos_token_id == tiny_tokenizer.bos_token_id
     gpt2 = build_model_config(TrainRecipe(depth=2, head_dim=64, model_preset="gpt2"), tiny_tokenizer)
     assert gpt2.position_embedding == "learned" and gpt2.vocab_size % 64 == 0 and gpt2.pad_vocab_size_to == 1
+
+
+# ----------------------------------------------------------------------------- hostile input, at start
+
+
+def test_nonsense_is_refused_at_start_naming_the_key(tmp_path, corpus, tiny_tokenizer_dir):
+    with pytest.raises(ValueError, match=r"recipe keys max_seq_len=100000000 and device_batch_size=2: .* needs at least"):
+        prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, max_seq_len=10**8))  # before any allocation
+    one_line = tmp_path / "one_line.txt"
+    one_line.write_text("x = 1; " * 40 + "\n")  # its last 10% (validation) is far shorter than a row
+    with pytest.raises(ValueError, match=r"recipe key val_data: the validation split \(the held-out part of "
+                                         r"train_data=.*one_line.txt'\) does not fill one row of max_seq_len \+ 1 = 65"):
+        prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, train_data=str(one_line)))
+    with pytest.raises(ValueError, match="unknown field 'droput'"):
+        prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, model_config={"droput": 0.1}))
+
+
+def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path, corpus, tiny_tokenizer_dir):
+    """A run killed at step 5 after its step-4 checkpoint had logged step 5 already; resuming from
+    `latest` must not log step 5 twice: the log equals that of a run never interrupted."""
+    straight = tmp_path / "straight"
+    run(recipe(straight, corpus, tiny_tokenizer_dir, save_every=2, keep_checkpoints=3))
+    killed = tmp_path / "killed"
+    run(recipe(killed, corpus, tiny_tokenizer_dir, save_every=2, keep_checkpoints=3, max_steps_per_run=5))
+    root = killed / "base" / "checkpoints"
+    shutil.rmtree(root / "step_000005")  # the kill came before step 5 was saved ...
+    (root / "latest").write_text("step_000004")
+    assert [s for s, _ in losses(killed / "base")] == [1, 2, 3, 4, 5]  # ... but after it was logged
+    run(recipe(killed, corpus, tiny_tokenizer_dir, save_every=2, keep_checkpoints=3, resume_from="latest"))
+
+    def rows(folder):
+        keep = ("step", "loss", "val_bpb", "lr_mult")
+        return [{k: r[k] for k in keep if k in r} for r in map(json.loads, (folder / "train_log.jsonl").open())]
+
+    assert rows(killed / "base") == rows(straight / "base")
+
+
+def test_latest_always_names_a_complete_checkpoint(tmp_path, corpus, tiny_tokenizer_dir):
+    stage = prepare_stage(recipe(tmp_path, corpus, tiny_tokenizer_dir, eval_every=-1))
+    stage.checkpointer.keep = 0
+    with pytest.raises(ValueError, match="keep_checkpoints=0: at least 1 checkpoint must be kept"):
+        stage.checkpointer.save(1, stage.model, stage.tokenizer, stage.optimizer, {}, {})
+    stage.checkpointer.keep = 1
+    for step in (1, 2):
+        stage.checkpointer.save(step, stage.model, stage.tokenizer, stage.optimizer, {}, {})
+    root = tmp_path / "base" / "checkpoints"
+    assert sorted(p.name for p in root.glob("step_*")) == ["step_000002"]
+    assert stage.checkpointer.resolve("latest") == root / "step_000002"
+    (root / "latest").write_text("step_000002")  # a resume from an older checkpoint re-saves it ...
+    stage.checkpointer.save(1, stage.model, stage.tokenizer, stage.optimizer, {}, {})
+    assert (root / "latest").read_text() == "step_000001" and (root / "step_000001").is_dir()  # ... and keeps it
