@@ -7,6 +7,7 @@ here are noisy, ratios from one run are comparable.
     python scripts/bench.py data        # tokenize-and-pack throughput, cropped fraction, packer vs linear scan
     python scripts/bench.py train       # training step vs transformers' LlamaForCausalLM + AdamW
     python scripts/bench.py generate    # engine vs model.generate() vs LlamaForCausalLM
+    python scripts/bench.py server      # /health latency idle vs while maximal requests are processed
     python scripts/bench.py all         # all of the above
     python scripts/bench.py NAME --help # options of one benchmark
 """
@@ -15,7 +16,9 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ("tokenizer", "data", "train", "generate")
+from hf_nanogpt.cli import run_script
+
+BENCHMARKS = ("tokenizer", "data", "train", "generate", "server")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,4 +39,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

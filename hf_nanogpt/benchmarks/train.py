@@ -2,7 +2,7 @@
 
 Tokens per second and peak memory of a full training step (forward, backward, optimizer step) of:
 
-1. `NanoGPTForCausalLM` (nanochat defaults) with `MuonAdamW` (Muon for the block matrices);
+1. `NanoGPTForCausalLM` (the `--preset` family) with `MuonAdamW` (Muon for the block matrices);
 2. the same model with `torch.optim.AdamW` on every parameter (isolates the optimizer's cost);
 3. transformers' `LlamaForCausalLM` of matched size (same vocabulary, width, depth, heads and context;
    its SwiGLU MLP gets `intermediate_size = 8/3 * width` so both MLPs hold the same weights) with
@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.py train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depth", type=int, default=4, help="model depth (NanoGPTConfig.from_depth)")
+    parser.add_argument("--preset", default="nanochat_jan2026", choices=("nanochat", "nanochat_jan2026"),
+                        help="model family (NanoGPTConfig.from_depth preset); the default, the January-2026 layout, "
+                             "has a parameter-matched Llama; nanochat master adds value embeddings Llama lacks")
     parser.add_argument("--head_dim", type=int, default=64)
     parser.add_argument("--vocab_size", type=int, default=8192)
     parser.add_argument("--seq_len", type=int, default=256)
@@ -52,7 +55,7 @@ def build(kind: str, args) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     from ..modeling_nanogpt import NanoGPTForCausalLM
     from ..optim import build_optimizer
 
-    cfg = NanoGPTConfig.from_depth(args.depth, head_dim=args.head_dim, vocab_size=args.vocab_size,
+    cfg = NanoGPTConfig.from_depth(args.depth, head_dim=args.head_dim, vocab_size=args.vocab_size, preset=args.preset,
                                    max_position_embeddings=args.seq_len)
     if kind.startswith("nanogpt"):
         model = NanoGPTForCausalLM(cfg)
