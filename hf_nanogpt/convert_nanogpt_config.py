@@ -18,8 +18,9 @@ How keys map (a key can only map where the meaning is the same; the rest is list
 | gradient_accumulation_steps           | total_batch_size = steps x batch_size x block_size (nanoGPT's count is global) |
 | max_iters                             | num_iterations                                               |
 | learning_rate                         | embedding_lr, unembedding_lr, scalar_lr: the AdamW groups, undoing this project's width scaling so the effective rate is nanoGPT's; the block matrices train with Muon (matrix_lr keeps its default: an AdamW rate is not a Muon rate) |
-| decay_lr, warmup_iters, min_lr        | lr_schedule cosine / constant, warmup_ratio, final_lr_frac   |
-| weight_decay, beta1, beta2, grad_clip | weight_decay (Muon matrices), adam_beta1, adam_beta2, grad_clip |
+| decay_lr, warmup_iters, min_lr        | lr_schedule cosine / constant, warmup_steps, final_lr_frac   |
+| weight_decay, grad_clip               | weight_decay (Muon matrices, weight_decay_schedule constant as nanoGPT's), grad_clip |
+| beta1, beta2                          | not mapped: the AdamW betas are fixed per group (nanochat master's table in hf_nanogpt/optim.py) |
 | dropout, bias                         | model_config {dropout, bias}; hidden_act gelu (nanoGPT's GELU is exact) |
 | dataset                               | train_data / val_data (shakespeare_char, shakespeare: the shared tinyshakespeare; others: data/<dataset>/input.txt) |
 | out_dir, eval_interval, eval_iters, log_interval | output_dir, eval_every, eval_tokens = eval_iters x batch_size x block_size, log_every |
@@ -162,12 +163,14 @@ def convert_nanogpt_config(text: str, name: str = "config") -> ConvertedConfig:
     notes.append(f"learning_rate={lr!r} is not applied to the block matrices: they train with Muon at matrix_lr "
                  "(kept at its default, 0.02); nanoGPT trains them with AdamW")
     put("weight_decay", c["weight_decay"], src("weight_decay") + ": decoupled decay of the Muon matrices")
-    put("adam_beta1", c["beta1"], src("beta1"))
-    put("adam_beta2", c["beta2"], src("beta2"))
+    put("weight_decay_schedule", "constant", "nanoGPT's weight decay does not follow a schedule")
+    if "beta1" in given or "beta2" in given:
+        notes.append(f"beta1={c['beta1']!r}, beta2={c['beta2']!r}: the AdamW betas are fixed per parameter group "
+                     "(nanochat master's table in hf_nanogpt/optim.py), not recipe keys")
     put("grad_clip", c["grad_clip"], src("grad_clip"))
     if c["decay_lr"]:
         put("lr_schedule", "cosine", src("decay_lr"))
-        put("warmup_ratio", min(1.0, c["warmup_iters"] / max(1, c["max_iters"])), src("warmup_iters", "max_iters"))
+        put("warmup_steps", min(c["warmup_iters"], c["max_iters"]), src("warmup_iters", "max_iters"))
         put("final_lr_frac", c["min_lr"] / lr if lr else 0.0, src("min_lr", "learning_rate"))
         put("warmdown_ratio", 0.0, "cosine decay has no separate warmdown")
         if c["lr_decay_iters"] != c["max_iters"]:
@@ -175,7 +178,7 @@ def convert_nanogpt_config(text: str, name: str = "config") -> ConvertedConfig:
                          "decays over the whole run")
     else:
         put("lr_schedule", "constant", src("decay_lr"))
-        put("warmup_ratio", min(1.0, c["warmup_iters"] / max(1, c["max_iters"])), src("warmup_iters", "max_iters"))
+        put("warmup_steps", min(c["warmup_iters"], c["max_iters"]), src("warmup_iters", "max_iters"))
     put("eval_every", c["eval_interval"], src("eval_interval"))
     put("eval_tokens", c["eval_iters"] * B * T, src("eval_iters", "batch_size", "block_size") + ": tokens per evaluation")
     put("log_every", c["log_interval"], src("log_interval"))

@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from hf_nanogpt.cli import run_script
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,4 +82,4 @@ def main(argv=None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

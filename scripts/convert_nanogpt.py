@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from hf_nanogpt.cli import run_script
+
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,4 +37,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from hf_nanogpt.cli import run_script
+
 
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,4 +36,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

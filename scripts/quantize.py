@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from hf_nanogpt.cli import run_script
+
 
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,4 +40,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -40,6 +40,23 @@ def test_stats_cover_every_tensor_once_and_totals_match_the_model():
     assert f"| **total** | {counts['total']:,} | 100.0% |" in md
 
 
+def test_nanochat_master_parts_have_their_roles():
+    """Value embeddings, their gates, the smear gate and lambda, the backout lambda (nanochat master)."""
+    torch.manual_seed(0)
+    model = NanoGPTForCausalLM(NanoGPTConfig.nanochat(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                                      num_attention_heads=2, max_position_embeddings=32))
+    rows = parameter_stats(model)
+    role = {r["name"]: r["role"] for r in rows}
+    assert role["model.value_embeds.1.weight"] == "value embeddings"
+    assert role["model.layers.1.self_attn.ve_gate.weight"] == "matrices"
+    assert {role[n] for n in ("model.smear_gate.weight", "model.smear_lambda", "model.backout_lambda")} == {"scalars"}
+    counts, totals = model.parameter_counts(), role_totals(rows)
+    assert (totals["embeddings"], totals["value embeddings"], totals["matrices"], totals["head"], totals["scalars"],
+            totals["total"]) == (counts["embedding"], counts["value_embeds"], counts["matrices"], counts["lm_head"],
+                                 counts["scalars"], counts["total"])
+    assert "| value embeddings |" in stats_markdown(rows)
+
+
 def test_tied_head_is_counted_once():
     model = tiny(**{k: v for k, v in NanoGPTConfig.gpt2().to_dict().items()
                     if k in ("position_embedding", "norm_type", "bias", "tie_word_embeddings", "qk_norm",

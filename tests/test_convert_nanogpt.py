@@ -248,8 +248,10 @@ def test_nanogpt_config_becomes_a_valid_recipe(tmp_path, repo_root, capsys):
     recipe = parse_recipe([str(tmp_path / "r.yaml")])  # loads and validates as any recipe
     assert (recipe.depth, recipe.max_seq_len, recipe.device_batch_size, recipe.num_iterations) == (4, 128, 16, 400)
     assert recipe.total_batch_size == 2 * 16 * 128 and recipe.eval_tokens == 20 * 16 * 128
-    assert recipe.eval_every == 100 and recipe.output_dir == "out-char/base" and recipe.warmup_ratio == 0.1
-    assert recipe.final_lr_frac == pytest.approx(0.1) and recipe.adam_beta2 == 0.99 and recipe.lr_schedule == "cosine"
+    assert recipe.eval_every == 100 and recipe.output_dir == "out-char/base" and recipe.warmup_steps == 40
+    assert recipe.final_lr_frac == pytest.approx(0.1) and recipe.lr_schedule == "cosine"
+    assert recipe.weight_decay == 0.1 and recipe.weight_decay_schedule == "constant"
+    assert "beta1=0.9, beta2=0.99: the AdamW betas are fixed per parameter group" in text  # not a recipe key
     assert recipe.model_config == {"dropout": 0.2, "bias": False, "hidden_act": "gelu"}  # bias: nanoGPT's default
     assert recipe.train_data.endswith("tinyshakespeare.txt[:90%]") and recipe.dtype == "auto"
     # the effective AdamW rate of the embedding is nanoGPT's learning_rate

@@ -2,8 +2,10 @@
 
 - `parameter_stats(model)`: one row per tensor (shape, count, mean, std, min, max, fraction of exact
   zeros) with its role, the optimizer's own classification (`optim.classify_parameters`):
-  embeddings, matrices (the 2-D weights inside the blocks, Muon's), head (absent when tied),
-  scalars (norm weights, biases, residual scalars). A tied tensor is listed once.
+  embeddings, value embeddings (nanochat's per-layer value tables), matrices (the 2-D weights inside the
+  blocks, Muon's, the value-embedding gates included), head (absent when tied), scalars (norm weights,
+  biases, the residual/x0 lambdas, smear gate and lambda, backout lambda: the small AdamW groups). The
+  roles sum as `NanoGPTForCausalLM.parameter_counts()` counts. A tied tensor is listed once.
 - `stats_markdown(rows)`: the table plus totals by role; `plot_histograms(model, path)`: a value
   histogram per role.
 - `training_memory(config, batch_size, seq_len)`: peak tensor memory of one training step (forward,
@@ -21,10 +23,11 @@ import torch
 
 from ..optim import classify_parameters
 
-# optimizer group -> role shown in the table
-ROLES = {"embedding": "embeddings", "matrix": "matrices", "lm_head": "head", "x0": "scalars", "scalar": "scalars",
-         "adapter": "adapters"}
-ROLE_ORDER = ("embeddings", "matrices", "head", "scalars", "adapters")
+# optimizer group (optim.GROUP_NAMES, every one) -> role shown in the table; the smear gate is 2-D but tiny
+# and outside the blocks, so, as in parameter_counts(), it is a scalar, not a matrix
+ROLES = {"embedding": "embeddings", "value_embedding": "value embeddings", "matrix": "matrices", "lm_head": "head",
+         "resid": "scalars", "x0": "scalars", "smear": "scalars", "scalar": "scalars", "adapter": "adapters"}
+ROLE_ORDER = ("embeddings", "value embeddings", "matrices", "head", "scalars", "adapters")
 
 
 @dataclass(frozen=True)
