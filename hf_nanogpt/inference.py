@@ -6,7 +6,7 @@
     python scripts/bench.py generate                                     # speed, size and quality of each
 
 int8 (`--quantize int8`). The weights of every `nn.Linear` (q/k/v/o, the MLP, and the head when it
-is not tied to the embedding) become int8 with one float scale per output row, through torchao's
+is not tied to the embedding; not nanochat master's tiny smear and value-embedding gates) become int8 with one float scale per output row, through torchao's
 `Int8WeightOnlyConfig` as transformers' `TorchAoConfig` applies it at load time (`quantize_` under
 the hood; `torch.ao.quantization.quantize_dynamic` is deprecated). A tied head stays in float: it is
 the embedding table too. `save_pretrained` writes the int8 tensors and the quantization config into
@@ -43,8 +43,12 @@ def int8_quantization_config(model_config):
     from torchao.quantization import Int8WeightOnlyConfig
     from transformers import TorchAoConfig
 
-    # None = transformers' default skip list (the output embedding, i.e. the head); [] = quantize it too
-    skip = None if getattr(model_config, "tie_word_embeddings", False) else []
+    # nanochat master's gates (smear 24 -> 1, value-embedding 12 -> kv heads) stay float: a few dozen weights
+    # each, so int8 saves nothing and only rounds a sigmoid gate. Patterns are regexes matched from the start
+    # of the parameter name (transformers 5.17 and 5.24 alike). A tied head is the embedding table: float.
+    skip = [r".*\.smear_gate", r".*\.ve_gate"]
+    if getattr(model_config, "tie_word_embeddings", False):
+        skip.append("lm_head")
     return TorchAoConfig(Int8WeightOnlyConfig(), modules_to_not_convert=skip)
 
 

@@ -1,4 +1,4 @@
-"""Attention maps (hf_nanogpt.analysis.attention, analyze.py attention) on a tiny sliding-window model."""
+"""Attention maps (hf_nanogpt.analysis.attention, analyze.py attention) on a tiny sliding-window nanochat model."""
 
 import runpy
 
@@ -14,9 +14,10 @@ TEXT = "def add(a, b):\n    return a + b\n"
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_tokenizer):
     torch.manual_seed(0)
-    config = NanoGPTConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           max_position_embeddings=64, window_pattern="SL", sliding_window=4,
-                           bos_token_id=tiny_tokenizer.bos_token_id)
+    # nanochat master (smear, value embeddings, backout, QK scale): the default architecture
+    config = NanoGPTConfig.nanochat(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=2, max_position_embeddings=64, window_pattern="SL",
+                                    sliding_window=4, bos_token_id=tiny_tokenizer.bos_token_id)
     model = NanoGPTForCausalLM(config)
     with torch.no_grad():  # nanochat zero-inits the output projections; give the blocks something to do
         for p in model.parameters():
