@@ -7,7 +7,7 @@ import torch
 
 from hf_nanogpt import NanoGPTConfig, NanoGPTForCausalLM
 from hf_nanogpt.analysis.params import (NanoGPTSize, parameter_stats, role_totals, sizes_markdown, stats_markdown,
-                                        training_memory)
+                                        step_memory, training_memory)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -68,8 +68,6 @@ def test_tied_head_is_counted_once():
 
 def test_fake_tensor_memory_equals_a_real_step():
     """The sizes table counts memory on fake tensors; on a small model a real step must count the same."""
-    from torch.distributed._tools.mem_tracker import MemTracker
-
     from hf_nanogpt.convert_nanogpt import nanogpt_config
     from hf_nanogpt.optim import build_optimizer
 
@@ -77,21 +75,8 @@ def test_fake_tensor_memory_equals_a_real_step():
     fake = training_memory(config, batch_size=2, seq_len=8)
     torch.manual_seed(0)
     model = NanoGPTForCausalLM(config).train()
-    opt = build_optimizer(model)
-    x = torch.randint(0, 65, (2, 8))
-
-    def step():
-        model(input_ids=x, labels=x, use_cache=False).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step()
-    tracker = MemTracker()
-    tracker.track_external(model, opt)
-    with tracker:
-        step()
-    (real,) = tracker.get_tracker_snapshot("peak").values()
-    assert fake["total"] == real["Total"]
+    real = step_memory(model, build_optimizer(model), torch.randint(0, 65, (2, 8)))  # real tensors
+    assert fake == real
     assert fake["parameters"] == 4 * sum(p.numel() for p in model.parameters())  # float32
     assert fake["optimizer"] >= fake["parameters"]  # Muon momentum + AdamW moments
     assert sum(v for k, v in fake.items() if k != "total") == fake["total"]

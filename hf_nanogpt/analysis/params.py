@@ -128,42 +128,43 @@ def plot_histograms(model, path, bins: int = 100, max_values: int = 2_000_000) -
     plt.close(fig)
 
 
-def training_memory(config, batch_size: int, seq_len: int) -> dict[str, int]:
-    """Peak bytes of one training step of `NanoGPTForCausalLM(config)` at `batch_size` x `seq_len` tokens,
-    by category (parameters, gradients, optimizer state, activations, temporaries) and `total`.
-
-    The step runs twice on fake tensors; the second is tracked, so the optimizer state exists, as in every
-    step after the first.
-    """
-    from torch._subclasses.fake_tensor import FakeTensorMode
+def step_memory(model, optimizer, input_ids) -> dict[str, int]:
+    """Peak bytes of one training step (forward, backward, optimizer step) on `input_ids` (B, T), by category
+    (parameters, gradients, optimizer state, activations, temporaries) and `total`, as torch's `MemTracker`
+    counts them. A first, untracked step creates the optimizer state, as it exists in every later step."""
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    from ..modeling_nanogpt import NanoGPTForCausalLM
-    from ..optim import build_optimizer
+    def step():
+        model(input_ids=input_ids, labels=input_ids, use_cache=False).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
-    with FakeTensorMode():
-        model = NanoGPTForCausalLM(config).train()
-        opt = build_optimizer(model)
-        x = torch.randint(0, config.vocab_size, (batch_size, seq_len))
-
-        def step():
-            model(input_ids=x, labels=x, use_cache=False).loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
+    step()
+    tracker = MemTracker()
+    tracker.track_external(model, optimizer)
+    with tracker:
         step()
-        tracker = MemTracker()
-        tracker.track_external(model, opt)
-        with tracker:
-            step()
-        peak = tracker.get_tracker_snapshot("peak")
-    (device_peak,) = peak.values()
+    (device_peak,) = tracker.get_tracker_snapshot("peak").values()
     names = {"Parameter": "parameters", "Gradient": "gradients", "Optstate": "optimizer", "Activation": "activations",
              "Temp": "temporaries"}
     # keys are MemTracker's category enums (str-valued) plus the string "Total"
     out = {names[getattr(k, "value", k)]: v for k, v in device_peak.items() if getattr(k, "value", k) in names}
     out["total"] = device_peak["Total"]
     return out
+
+
+def training_memory(config, batch_size: int, seq_len: int) -> dict[str, int]:
+    """`step_memory` of `NanoGPTForCausalLM(config)` with `MuonAdamW` at `batch_size` x `seq_len` tokens,
+    run on fake tensors: every allocation is counted, none is made."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from ..modeling_nanogpt import NanoGPTForCausalLM
+    from ..optim import build_optimizer
+
+    with FakeTensorMode():
+        model = NanoGPTForCausalLM(config).train()
+        x = torch.randint(0, config.vocab_size, (batch_size, seq_len))
+        return step_memory(model, build_optimizer(model), x)
 
 
 def sizes_markdown(sizes=NANOGPT_SIZES) -> str:
@@ -188,4 +189,4 @@ def sizes_markdown(sizes=NANOGPT_SIZES) -> str:
 
 
 __all__ = ["NANOGPT_SIZES", "NanoGPTSize", "ROLE_ORDER", "parameter_stats", "plot_histograms", "role_totals",
-           "sizes_markdown", "stats_markdown", "training_memory"]
+           "sizes_markdown", "stats_markdown", "step_memory", "training_memory"]
