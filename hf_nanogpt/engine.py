@@ -16,6 +16,13 @@ The engine knows nothing about text: it is given token ids (the prompt and the s
   `<|output_start|> result <|output_end|>`. Forced tokens have mask 0, sampled tokens mask 1 (the
   mask tells RL / evaluation code which tokens the model chose).
 
+Compiled decoding (`compile=True`, or by default when the model's generation config asks for a static
+cache and carries a `CompileConfig`, as `hf_nanogpt.inference.enable_compiled_decoding` sets it): a
+transformers `StaticCache` (sized to the prompt plus the budget, rounded up to 256 positions) and a
+`torch.compile`d forward, so the one-token steps run one compiled graph of fixed shapes. All
+`num_samples` rows are prefilled together and stay in the batch until the last one finishes (a
+static cache cannot drop rows); the first call at a new size pays the compilation.
+
 `Engine.generate` is a generator yielding one column per decoding step (stop iterating to cancel:
 the server does that when a client disconnects); `Engine.generate_batch` collects the rows and can
 call a per-token callback. Model calls follow the Hugging Face contract only:
@@ -141,6 +148,8 @@ class Engine:
             without them tool use is off.
         tool: `str -> str | None` evaluating an expression (default: the safe calculator).
         max_context: longest prompt + generation; defaults to `model.config.max_position_embeddings`.
+        compile: decode with a static cache and a `torch.compile`d forward (see the module docstring);
+            None = as `model.generation_config` asks (static cache + `compile_config`).
     """
 
     def __init__(
@@ -151,6 +160,7 @@ class Engine:
         decode: Callable[[list[int]], str] | None = None,
         tool: Callable[[str], str | None] = use_calculator,
         max_context: int | None = None,
+        compile: bool | None = None,
     ):
         self.model = model
         self.tokens = tokens
@@ -161,6 +171,20 @@ class Engine:
         # Only the last position's logits are needed; skip the (T, V) prefill logits when supported.
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._cache_keyword = model_cache_keyword(model.forward)
+        self.compiled = None
+        gen = getattr(model, "generation_config", None)
+        options = getattr(gen, "compile_config", None)
+        if compile is None:
+            compile = options is not None and getattr(gen, "cache_implementation", None) == "static"
+        if compile:
+            # Sliding-window cache layers count their length in a Python int: a dynamic graph avoids one
+            # recompilation per step; full-attention layers count in a tensor, so a static graph suffices.
+            sliding = "sliding_attention" in (getattr(config, "layer_types", None) or [])
+            dynamic = getattr(options, "dynamic", None)
+            self.compiled = torch.compile(model.forward, dynamic=(sliding if dynamic is None else dynamic),
+                                          backend=getattr(options, "backend", "inductor"),
+                                          mode=getattr(options, "mode", None) if options is not None else None,
+                                          fullgraph=getattr(options, "fullgraph", False))
 
     @classmethod
     def from_tokenizer(cls, model: torch.nn.Module, tokenizer, **kwargs) -> "Engine":
@@ -184,11 +208,22 @@ class Engine:
         except (AttributeError, TypeError):  # a config without the fields caches read
             return DynamicCache()
 
-    def _last_logits(self, input_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        """Run input_ids (B, T) through the model, extending `cache`; return logits (B, V)."""
+    def _static_cache(self, length: int):
+        from transformers.cache_utils import StaticCache
+
+        length = min(-(-length // 256) * 256, self.max_context or length)  # buckets of 256: few shapes
+        return StaticCache(config=self.model.config, max_cache_len=length)
+
+    def _last_logits(self, input_ids: torch.Tensor, cache: DynamicCache, position: int | None = None) -> torch.Tensor:
+        """Run input_ids (B, T) through the model, extending `cache`; return logits (B, V). A `position`
+        marks a compiled one-token step (explicit position ids keep the graph free of cache reads)."""
         kwargs = {"logits_to_keep": 1} if self._logits_to_keep else {}
         kwargs[self._cache_keyword] = cache
-        out = self.model(input_ids=input_ids, use_cache=True, **kwargs)
+        forward = self.model
+        if position is not None:
+            kwargs["position_ids"] = torch.full(input_ids.shape, position, dtype=torch.long, device=input_ids.device)
+            forward = self.compiled
+        out = forward(input_ids=input_ids, use_cache=True, **kwargs)
         return out.logits[:, -1, :]
 
     def _advance(self, row: _Row, token: int, forced: bool) -> None:
@@ -251,10 +286,17 @@ class Engine:
 
         rows = [_Row() for _ in range(num_samples)]
         active = list(range(num_samples))  # batch position in the cache -> sample index
-        cache = self._new_cache()
+        static = self.compiled is not None
+        if static and budget == float("inf"):
+            raise ValueError("a compiled engine needs max_tokens or a max_context to size its static cache")
+        # the last generated token is never fed back: the cache holds the prompt + budget - 1 tokens
+        cache = self._static_cache(len(prompt) + budget - 1) if static else self._new_cache()
         with torch.inference_mode():
-            logits = self._last_logits(torch.tensor([prompt], device=device), cache)  # (1, V)
-            if num_samples > 1:  # fan the one prefill out to every sample
+            if static:  # every sample keeps a row of the static cache from the start
+                logits = self._last_logits(torch.tensor([prompt] * num_samples, device=device), cache)  # (K, V)
+            else:
+                logits = self._last_logits(torch.tensor([prompt], device=device), cache)  # (1, V)
+            if num_samples > 1 and not static:  # fan the one prefill out to every sample
                 cache.batch_repeat_interleave(num_samples)
                 logits = logits.expand(num_samples, -1)
         step = 0
@@ -265,6 +307,8 @@ class Engine:
             masks = [0] * num_samples
             for batch_pos, r in enumerate(active):
                 row = rows[r]
+                if row.done:  # static cache: a finished row still has a batch position
+                    continue
                 forced = bool(row.forced)
                 token = row.forced.popleft() if forced else int(sampled[batch_pos])
                 self._advance(row, token, forced)
@@ -277,11 +321,11 @@ class Engine:
             if not keep:
                 break
             with torch.inference_mode():
-                if len(keep) < len(active):  # finished rows leave the batch (and the cache)
+                if len(keep) < len(active) and not static:  # finished rows leave the batch (and the cache)
                     cache.batch_select_indices(torch.tensor(keep, device=device))
                     active = [active[i] for i in keep]
                 next_ids = torch.tensor([[rows[r].tokens[-1]] for r in active], device=device)  # (B, 1)
-                logits = self._last_logits(next_ids, cache)
+                logits = self._last_logits(next_ids, cache, position=len(prompt) + step - 1 if static else None)
 
     def generate_batch(
         self,

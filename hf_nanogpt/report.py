@@ -17,11 +17,13 @@ Sections this module knows by name (others are listed after them, in the order w
 | `chat-eval-mid`    | chat_eval -i mid  | `ARC-Easy`, `ARC-Challenge`, `MMLU`, `GSM8K`, `HumanEval`, `SpellingBee`, `ChatCORE` |
 | `sft-train`        | sft               | `wall_time_s`                                                |
 | `chat-eval-sft`    | chat_eval -i sft  | as `chat-eval-mid` (SFT column)                              |
+| `gen-eval`         | gen_eval          | - (`BLEU`, `chrF` listed in the section)                     |
 
 A section's duration is its `wall_time_s` (or `train_time_s`, as the training loop writes it).
 Training stages also write `<run_dir>/<stage>/train_log.jsonl` (one JSON object per line: `step`,
-`loss`, `lr` (or `lr_mult`), `grad_norm`, `tokens_per_s`, `mfu`; validation rows carry `val_bpb`); the
-card plots those as PNGs (matplotlib, Agg backend) under `<run_dir>/report/`.
+`loss`, `lr` (or `lr_mult`), `grad_norm`, `tokens_per_s`, `mfu`; validation rows carry `val_bpb` and
+`val_ppl`); the card plots those as PNGs (matplotlib, Agg backend) under `<run_dir>/report/` and lists
+the last validation row of each stage, with base_eval's, in a bits-per-byte / perplexity table.
 """
 
 import argparse
@@ -40,7 +42,8 @@ from .stages import STAGES
 
 REPORT_DIR = "report"
 SECTION_ORDER = ("header", "environment", "tokenizer", "tokenizer-eval", STAGES["base"].train_section, "base-eval",
-                 STAGES["mid"].train_section, "chat-eval-mid", STAGES["sft"].train_section, "chat-eval-sft")
+                 STAGES["mid"].train_section, "chat-eval-mid", STAGES["sft"].train_section, "chat-eval-sft",
+                 "gen-eval")
 SUMMARY_METRICS = ("CORE", "ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee", "Arithmetic",
                    "ChatCORE")
 # Card columns, one per stage (stages.py), and the evaluation sections each column reads.
@@ -49,6 +52,7 @@ STAGE_COLUMNS = {info.title: ((f"{name}-eval", f"chat-eval-{name}") if name == "
 TRAIN_STAGES = tuple(info.folder for info in STAGES.values())
 # Plotted quantities: file stem -> (title, keys accepted in train_log.jsonl, first found wins).
 PLOTTED = {"loss": ("train loss", ("loss",)), "val_bpb": ("validation bits per byte", ("val_bpb",)),
+           "val_ppl": ("validation perplexity (per token: depends on the tokenizer)", ("val_ppl",)),
            "lr": ("learning rate (multiplier of each group's base rate when logged as lr_mult)", ("lr", "lr_mult")),
            "tokens_per_s": ("throughput (tokens/s)", ("tokens_per_s",)), "mfu": ("MFU", ("mfu",)),
            "grad_norm": ("gradient norm", ("grad_norm",))}
@@ -220,7 +224,7 @@ def read_train_log(path) -> list[dict]:
 
 
 def plot_training(run_dir, out_dir=None) -> list[Path]:
-    """One PNG per logged quantity (loss, val_bpb, lr, tokens_per_s, mfu, grad_norm) with a line per
+    """One PNG per logged quantity (loss, val_bpb, val_ppl, lr, tokens_per_s, mfu, grad_norm) with a line per
     training stage; quantities nobody logged are skipped. Returns the files written."""
     import matplotlib
 
@@ -341,6 +345,31 @@ def learned_summary(sections: list[tuple[str, dict]]) -> list[str]:
     return lines + [""]
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validation_table(run_dir, sections: list[tuple[str, dict]]) -> list[str]:
+    """Bits per byte next to perplexity: the last validation row of each stage's `train_log.jsonl`, then
+    base_eval's numbers. Empty when nothing was validated."""
+    rows = []
+    for info in STAGES.values():
+        path = Path(run_dir) / info.folder / "train_log.jsonl"
+        vals = [r for r in read_train_log(path) if _number(r.get("val_bpb"))] if path.is_file() else []
+        if vals:
+            rows.append((f"{info.train_section} (step {vals[-1]['step']})", vals[-1]["val_bpb"], vals[-1].get("val_ppl")))
+    base_eval = _merge(sections).get("base-eval", {})
+    if _number(base_eval.get("val_bpb")):
+        rows.append(("base-eval", base_eval["val_bpb"], base_eval.get("val_ppl")))
+    if not rows:
+        return []
+    lines = ["## Validation loss", "", "| measured at | bits per byte | perplexity |", "|---|---:|---:|"]
+    lines += [f"| {name} | {bpb:.4f} | {f'{ppl:.2f}' if _number(ppl) else '-'} |" for name, bpb, ppl in rows]
+    return lines + ["", "Perplexity is exp(mean nats per token) over the same targets as bits per byte; it is per "
+                    "token, so it is comparable only between models with the same tokenizer (bits per byte is "
+                    "comparable across tokenizers).", ""]
+
+
 def write_report(run_dir=None) -> Path:
     """Write `<run_dir>/report.md` (and the plots) from the appended sections; returns its path."""
     from .paths import base_dir
@@ -358,6 +387,7 @@ def write_report(run_dir=None) -> Path:
     lines += ["## Environment", ""] + [f"- {k}: {_fmt(v)}" for k, v in env.items()] + [""]
     lines += ["## Summary", "", summary_table(sections), ""]
     lines += learned_summary(sections)
+    lines += validation_table(run_dir, sections)
     timings = [(n, next(d[k] for k in WALL_TIME_KEYS if isinstance(d.get(k), (int, float))))
                for n, d in sections if any(isinstance(d.get(k), (int, float)) for k in WALL_TIME_KEYS)]
     if timings:

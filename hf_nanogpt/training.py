@@ -16,7 +16,7 @@ by `train(stage)`; `run(recipe)` does both and writes the final model. What happ
    multiplier, Muon momentum and weight decay: `hf_nanogpt.schedules.Schedule`) are applied, the
    optimizer (MuonAdamW, optionally inside Lookahead) steps;
 4. every `log_every` steps a row (loss, lr multiplier, grad norm, tokens/s, MFU) goes to the progress
-   bar, `train_log.jsonl` and the tracker; val bits-per-byte every `eval_every`, CORE every
+   bar, `train_log.jsonl` and the tracker; val bits per byte and perplexity every `eval_every`, CORE every
    `core_metric_every`, samples every `sample_every`, a checkpoint every `save_every` steps.
 
 Resume (`resume_from=latest` or a checkpoint folder) restores weights, optimizer, RNG and data-loader
@@ -349,9 +349,9 @@ def _check_val_data(stage: Stage) -> None:
                      "validation); use a larger corpus, name val_data, or lower max_seq_len")
 
 
-def evaluate_val_bpb(stage: Stage) -> float | None:
-    """Val bits per byte over about `eval_tokens` tokens (None when the stage has no val data)."""
-    from .evaluation.bpb import evaluate_bpb
+def evaluate_val_bpb(stage: Stage):
+    """Val bits per byte and perplexity (`ValLoss`) over about `eval_tokens` tokens (None without val data)."""
+    from .evaluation.bpb import evaluate_val_loss
 
     if stage.val_loader is None:
         return None
@@ -359,7 +359,7 @@ def evaluate_val_bpb(stage: Stage) -> float | None:
     steps = max(1, r.eval_tokens // (r.device_batch_size * r.max_seq_len * stage.accelerator.num_processes))
     stage.val_loader.load_state_dict(stage.val_start_state)  # the same batches at every evaluation
     with stage.accelerator.autocast():
-        return evaluate_bpb(stage.model, iter(stage.val_loader), stage.token_bytes, steps=steps)
+        return evaluate_val_loss(stage.model, iter(stage.val_loader), stage.token_bytes, steps=steps)
 
 
 class _Logger:
@@ -497,15 +497,16 @@ def train(stage: Stage) -> dict:
 
 
 def _evaluate(stage: Stage, step: int, history: dict, log) -> None:
-    bpb = evaluate_val_bpb(stage)
-    if bpb is None:
+    val = evaluate_val_bpb(stage)
+    if val is None:
         return
     if history["val_bpb"] and history["val_bpb"][-1][0] == step:
         return  # already evaluated at this step (e.g. the final step coincides with eval_every)
-    history["val_bpb"].append((step, bpb))
-    log(dict(step=step, val_bpb=bpb))
+    history["val_bpb"].append((step, val.bpb))
+    # perplexity = exp(nats per token) over the same targets: comparable only under the same tokenizer
+    log(dict(step=step, val_bpb=val.bpb, val_ppl=val.perplexity if math.isfinite(val.perplexity) else None))
     if stage.accelerator.is_main_process:
-        logger.info("step %d: val bpb %.4f", step, bpb)
+        logger.info("step %d: val bpb %.4f, perplexity %.2f", step, val.bpb, val.perplexity)
 
 
 def _core(stage: Stage, step: int, history: dict, log) -> None:

@@ -1,5 +1,5 @@
-"""Evaluate a base model: CORE (DCLM) from the eval bundle, bits per byte on validation data, and
-greedy samples from a few fixed prompts. Prints a table, writes JSON, appends to the report card.
+"""Evaluate a base model: CORE (DCLM) from the eval bundle, bits per byte and perplexity on validation
+data, and greedy samples from a few fixed prompts. Prints a table, writes JSON, appends to the report card.
 
     python scripts/base_eval.py --model base --max_per_task 100           # quick, CPU
     python scripts/base_eval.py --model out/base --bundle ../shared/data/eval_bundle --output core.json
@@ -12,6 +12,7 @@ CORE is reported over the tasks the bundle holds; the tasks it lacks (hellaswag,
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -76,17 +77,21 @@ def main(argv=None) -> None:
 
     if args.bpb_steps > 0:
         from hf_nanogpt.data.pretrain import build_pretrain_loader
-        from hf_nanogpt.evaluation.bpb import evaluate_bpb
+        from hf_nanogpt.evaluation.bpb import evaluate_val_loss
         from hf_nanogpt.tokenization import token_bytes
 
         t0 = time.perf_counter()
         seq_len = model.config.max_position_embeddings
         loader = build_pretrain_loader(args.bpb_data, tokenizer, args.bpb_batch_size, seq_len, split="val",
                                        rank=state.process_index, world_size=state.num_processes)
-        results["val_bpb"] = evaluate_bpb(model, loader, token_bytes(tokenizer), steps=args.bpb_steps)
+        val = evaluate_val_loss(model, loader, token_bytes(tokenizer), steps=args.bpb_steps)
+        # perplexity is per token (it depends on the tokenizer); bits per byte does not
+        results.update(val_bpb=val.bpb, val_ppl=val.perplexity if math.isfinite(val.perplexity) else None,
+                       val_tokens=val.tokens, val_bytes=val.bytes)
         results["bpb_seconds"] = time.perf_counter() - t0
         log(f"val bits per byte ({args.bpb_data}, {args.bpb_steps} x {args.bpb_batch_size} x {seq_len} tokens): "
-            f"{results['val_bpb']:.4f} in {results['bpb_seconds']:.1f}s")
+            f"{val.bpb:.4f}, perplexity {val.perplexity:.2f} (per token of this tokenizer) "
+            f"in {results['bpb_seconds']:.1f}s")
 
     if state.is_main_process and not args.no_samples:
         results["samples"] = sample_base(model, tokenizer)
@@ -106,7 +111,7 @@ def main(argv=None) -> None:
             else:
                 section["core_skipped"] = results["core_skipped"]
             if "val_bpb" in results:
-                section["val_bpb"] = results["val_bpb"]
+                section.update(val_bpb=results["val_bpb"], val_ppl=results["val_ppl"])
             report.append(args.run_dir or base_dir(), "base-eval", section)
 
 

@@ -3,6 +3,7 @@
     python scripts/chat_cli.py -i sft                          # interactive, $HF_NANOGPT_BASE_DIR/sft
     python scripts/chat_cli.py -i sft -p "Why is the sky blue?"  # one reply, printed to stdout
     python scripts/chat_cli.py -i out/mid -t 0 --max_tokens 64   # greedy, another folder
+    python scripts/chat_cli.py -i sft --quantize int8 --compile --dtype bfloat16   # fastest on a CPU
 
 Interactive commands: `clear` starts a new conversation, `quit` (or `exit`, or Ctrl-D) leaves. The
 conversation history is kept between turns. Calculator tool calls are run by the engine and shown
@@ -27,6 +28,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: cuda when available)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--quantize", default="none", choices=("none", "int8"),
+                        help="int8 weights in the Linear layers (torchao; see hf_nanogpt/inference.py)")
+    parser.add_argument("--compile", action="store_true",
+                        help="decode with a static cache and torch.compile (the first reply waits for compilation)")
     return parser.parse_args(argv)
 
 
@@ -41,14 +46,17 @@ def main(argv=None) -> None:
     import torch
 
     from hf_nanogpt.engine import Engine, TextStream, assistant_parts
-    from hf_nanogpt.paths import load_model_and_tokenizer
+    from hf_nanogpt.inference import enable_compiled_decoding, load_for_inference
     from hf_nanogpt.tokenization import render_for_completion
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model, tokenizer = load_model_and_tokenizer(args.model, device=device, dtype=getattr(torch, args.dtype))
-    except FileNotFoundError as err:
+        model, tokenizer = load_for_inference(args.model, device=device, dtype=getattr(torch, args.dtype),
+                                              quantize=args.quantize)
+    except (FileNotFoundError, ImportError) as err:
         sys.exit(f"chat_cli: {err}")
+    if args.compile:
+        enable_compiled_decoding(model)
     engine = Engine.from_tokenizer(model, tokenizer)
     stop_ids = engine.tokens.stop_ids
 

@@ -3,6 +3,7 @@
     python scripts/chat_web.py --model sft                    # $HF_NANOGPT_BASE_DIR/sft on 127.0.0.1:8000
     python scripts/chat_web.py --model out/sft --port 8080 --workers 2
     python scripts/chat_web.py --model sft --host 0.0.0.0 --api_key "$KEY"   # reachable from other hosts
+    python scripts/chat_web.py --model sft --quantize int8 --compile --dtype bfloat16   # faster CPU decoding
 
 Then open http://127.0.0.1:8000/ or use any OpenAI client:
 
@@ -50,6 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--top_k", type=int, default=50, help="default for requests that omit it")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: cuda when available)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--quantize", default="none", choices=("none", "int8"),
+                        help="int8 weights in the Linear layers (torchao; see hf_nanogpt/inference.py)")
+    parser.add_argument("--compile", action="store_true",
+                        help="decode with a static cache and torch.compile (each new shape compiles once)")
     return parser.parse_args(argv)
 
 
@@ -61,7 +66,7 @@ def main(argv=None) -> None:
     import torch
     import uvicorn
 
-    from hf_nanogpt.paths import load_model_and_tokenizer
+    from hf_nanogpt.inference import enable_compiled_decoding, load_for_inference
     from hf_nanogpt.server import create_app
     from hf_nanogpt.server_guard import ANY_BINDS, LOOPBACK_BINDS, host_middleware_hosts
 
@@ -70,7 +75,9 @@ def main(argv=None) -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
     hosts = host_middleware_hosts(args.host, split(args.allowed_hosts))
-    model, tokenizer = load_model_and_tokenizer(folder, device=device, dtype=getattr(torch, args.dtype))
+    model, tokenizer = load_for_inference(folder, device=device, dtype=getattr(torch, args.dtype), quantize=args.quantize)
+    if args.compile:  # the engine reads this from the model's generation config
+        enable_compiled_decoding(model)
     app = create_app(model, tokenizer, model_name=args.served_model_name or folder.resolve().name,
                      api_key=args.api_key, workers=args.workers, max_queue=args.max_queue,
                      max_tokens_limit=args.max_tokens_limit, temperature=args.temperature, top_k=args.top_k,

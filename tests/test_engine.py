@@ -288,7 +288,8 @@ def test_generate_benchmark_runs_and_checks_parity(capsys):
     from hf_nanogpt.benchmarks import generate as bench
 
     results = bench.main(["--depth", "1", "--head_dim", "32", "--vocab_size", "512", "--context", "64",
-                          "--prompt_tokens", "8", "--new_tokens", "6", "--samples", "2", "--repeats", "1"])
+                          "--prompt_tokens", "8", "--new_tokens", "6", "--samples", "2", "--repeats", "1",
+                          "--variants", ""])  # the inference variants: tests/test_inference.py
     assert results["same_tokens"]
     assert set(results["times"]) == {"engine", "generate", "llama", "engine_batch", "generate_batch"}
     assert abs(results["params"]["llama"] - results["params"]["nano"]) / results["params"]["nano"] < 0.02

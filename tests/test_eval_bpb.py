@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_nanogpt import NanoGPTConfig, NanoGPTForCausalLM
-from hf_nanogpt.evaluation.bpb import evaluate_bpb
+from hf_nanogpt.evaluation.bpb import evaluate_bpb, evaluate_val_loss
 from hf_nanogpt.tokenization import token_bytes
 
 
@@ -26,10 +26,11 @@ def setup(tiny_tokenizer, shared_data):
     return model, token_bytes(tiny_tokenizer), batch
 
 
-def _by_hand(model, tb, batch):
+def _sums_by_hand(model, tb, batch):
+    """(nats, bytes, tokens) over the targets that are neither ignored nor special, one by one."""
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=batch["input_ids"]).logits.double(), -1)
-    nats, nbytes = 0.0, 0
+    nats, nbytes, tokens = 0.0, 0, 0
     B, T = batch["input_ids"].shape
     for b in range(B):
         for t in range(T):
@@ -38,6 +39,12 @@ def _by_hand(model, tb, batch):
                 continue
             nats -= logp[b, t, y].item()
             nbytes += int(tb[y])
+            tokens += 1
+    return nats, nbytes, tokens
+
+
+def _by_hand(model, tb, batch):
+    nats, nbytes, _ = _sums_by_hand(model, tb, batch)
     return nats / (math.log(2) * nbytes)
 
 
@@ -86,3 +93,16 @@ def test_padded_vocabulary_rows_beyond_the_tokenizer_are_allowed(setup):
     cut = int(targets[targets >= 0].max()) + 1  # the table only has to cover the ids that occur
     assert cut < model.config.vocab_size
     assert evaluate_bpb(model, [batch], tb[:cut]) == pytest.approx(evaluate_bpb(model, [batch], tb), rel=1e-12)
+
+
+def test_perplexity_is_exp_of_mean_nats_over_the_bpb_targets(setup):
+    model, tb, batch = setup
+    nats, nbytes, tokens = _sums_by_hand(model, tb, batch)
+    val = evaluate_val_loss(model, [batch], tb)
+    assert (val.tokens, val.bytes) == (tokens, nbytes)  # the special and ignored targets are left out of both
+    assert val.perplexity == pytest.approx(math.exp(nats / tokens), rel=1e-5)
+    assert val.bpb == pytest.approx(evaluate_bpb(model, [batch], tb), rel=1e-12)
+    # the identity that ties them: ln(ppl) * tokens = bpb * ln(2) * bytes (the same nats)
+    assert math.log(val.perplexity) * val.tokens == pytest.approx(val.bpb * math.log(2) * val.bytes, rel=1e-9)
+    # a random model is about as unsure as a uniform guess over the vocabulary
+    assert 0.3 * model.config.vocab_size < val.perplexity < 3 * model.config.vocab_size

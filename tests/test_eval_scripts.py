@@ -1,6 +1,7 @@
 """scripts/base_eval.py and scripts/chat_eval.py end to end on a tiny saved model, then the report card."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -76,6 +77,9 @@ def test_eval_scripts_without_shared_data_skip_what_cannot_run_offline(tmp_path,
     base = json.loads((tmp_path / "sft" / "base_eval.json").read_text())
     assert "core" not in base and "no_shared_data/eval_bundle/core.yaml does not exist" in base["core_skipped"]
     assert 0 < base["val_bpb"] < 20
+    # perplexity from the same pass: exp(nats per token), the nats being bpb x ln 2 x bytes of those targets
+    nats = base["val_bpb"] * math.log(2) * base["val_bytes"]
+    assert base["val_ppl"] == pytest.approx(math.exp(nats / base["val_tokens"])) and "perplexity" in out
     out = _run(repo_root, env, "scripts/chat_eval.py", "-i", "sft", "-a", "GSM8K,Arithmetic", "--max_problems", "2",
                "--max_new_tokens", "4", "--spelling_size", "2")
     assert "skipped GSM8K: no local data file" in out

@@ -108,3 +108,24 @@ def test_learned_summary_compares_the_final_chat_model_with_chance():
     assert "- SpellingBee: 90.0% (chance 0%) -- learned" in text
     assert "- ARC-Easy: 30.0% (chance 25%)\n" in text + "\n"  # within noise of chance: not marked
     assert learned_summary([("base-train", {"steps": 3})]) == []
+
+
+def test_validation_table_puts_perplexity_next_to_bits_per_byte(tmp_path):
+    from hf_nanogpt.report import validation_table
+
+    log = tmp_path / "base" / "train_log.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text("\n".join(json.dumps(r) for r in [{"step": 0, "val_bpb": 3.0, "val_ppl": 900.0},
+                                                      {"step": 5, "loss": 2.0},
+                                                      {"step": 10, "val_bpb": 1.5, "val_ppl": 30.25}]) + "\n")
+    (tmp_path / "mid").mkdir()
+    (tmp_path / "mid" / "train_log.jsonl").write_text(json.dumps({"step": 4, "val_bpb": 0.9}) + "\n")  # older log
+    lines = validation_table(tmp_path, [("base-eval", {"val_bpb": 1.25, "val_ppl": 17.5})])
+    text = "\n".join(lines)
+    assert "| base-train (step 10) | 1.5000 | 30.25 |" in text
+    assert "| mid-train (step 4) | 0.9000 | - |" in text
+    assert "| base-eval | 1.2500 | 17.50 |" in text and "same tokenizer" in text
+    assert validation_table(tmp_path / "nothing", []) == []
+    report.append(tmp_path, "base-eval", {"val_bpb": 1.25, "val_ppl": 17.5})
+    md = report.write_report(tmp_path).read_text()
+    assert "## Validation loss" in md and "![val_ppl](report/val_ppl.png)" in md

@@ -56,6 +56,9 @@ def test_tiny_run_learns_and_saves_an_hf_model(tmp_path, corpus, tiny_tokenizer_
     assert history[-1][1] < history[0][1] - 0.5  # val bits per byte fall
     log = losses(out)
     assert len(log) == 30 and log[-1][1] < log[0][1]
+    vals = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines() if '"val_bpb"' in line]
+    assert [v["step"] for v in vals] == [0, 10, 20, 30] and all(v["val_ppl"] > 1 for v in vals)
+    assert vals[-1]["val_ppl"] < vals[0]["val_ppl"]  # perplexity (same pass, same targets) falls with bpb
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(out)

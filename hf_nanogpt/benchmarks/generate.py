@@ -15,7 +15,13 @@ and, for batched sampling, the engine's `num_samples=K` (one prefill shared by K
 Ratios are engine / baseline throughput (> 1 means the engine is faster). Timings are the best of
 `--repeats` runs after one warm-up. Weights are random: only speed is measured.
 
-    python scripts/bench.py generate                                  # CPU, ~1 minute
+Then the inference optimisations (`hf_nanogpt.benchmarks.inference`): int8 weights, compiled decoding
+with a static cache, bfloat16, each against eager float32: decode tokens/s ratio, weights size ratio,
+greedy tokens and, with `--model`, the validation bits-per-byte cost.
+
+    python scripts/bench.py generate                                  # CPU: ~1 minute + compilation
+    python scripts/bench.py generate --model out/base --variants int8,compile+int8   # a trained model
+    python scripts/bench.py generate --variants ""                    # the engine comparison only
     python scripts/bench.py generate --device cuda --depth 12 --head_dim 128 --new_tokens 256
 """
 
@@ -28,6 +34,7 @@ import torch
 from ..configuration_nanogpt import NanoGPTConfig
 from ..engine import ChatTokens, Engine
 from ..modeling_nanogpt import NanoGPTForCausalLM
+from .inference import VARIANTS, format_rows, parse_variant, run_variants
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,7 +59,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="CPU threads for torch (0: torch's default). One thread is the default: a model "
                              "this small decodes faster on one, and on a busy machine OpenMP threads waiting "
                              "for each other can slow every step tenfold")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="inference variants vs eager float32, comma-separated combinations of int8, compile, "
+                             "bf16 ('' = none)")
+    parser.add_argument("--model", default=None, help="a trained model folder for the variants (default: the "
+                        "random NanoGPT above); its tokenizer gives the quality cost on --bpb_data")
+    parser.add_argument("--bpb_data", default="stdlib", help="validation corpus for the quality cost")
+    parser.add_argument("--bpb_steps", type=int, default=8, help="validation batches (4 x 256 tokens each)")
     args = parser.parse_args(argv)
+    args.variants = [v for v in args.variants.split(",") if v]
+    for v in args.variants:
+        try:
+            parse_variant(v)
+        except ValueError as err:
+            parser.error(str(err))
     if args.prompt_tokens + args.new_tokens > args.context:
         parser.error(f"--prompt_tokens + --new_tokens = {args.prompt_tokens + args.new_tokens} "
                      f"exceeds --context {args.context}")
@@ -125,8 +145,33 @@ def run(args) -> dict:
         "generate_batch": lambda: hf_generate(nano, do_sample=True, top_k=50, num_return_sequences=k),
     }, args.device, args.repeats)
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in (("nano", nano), ("llama", llama))}
-    return {"times": times, "same_tokens": tokens["engine"] == tokens["generate"], "params": params,
-            "config": nano.config, "dtype": str(dtype).replace("torch.", ""), "threads": threads}
+    result = {"times": times, "same_tokens": tokens["engine"] == tokens["generate"], "params": params,
+              "config": nano.config, "dtype": str(dtype).replace("torch.", ""), "threads": threads}
+    if args.variants:
+        result["variants"] = _variants(args, nano)
+    return result
+
+
+def _variants(args, nano) -> list[dict]:
+    """The inference-optimisation table, on `--model` or on the random NanoGPT above (saved to a temp folder)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    if args.model is not None:
+        from ..paths import resolve_stage
+
+        folder = resolve_stage(args.model)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        prompt = tokenizer("def fibonacci(n):\n", add_special_tokens=False)["input_ids"]
+        if tokenizer.bos_token_id is not None:
+            prompt = [tokenizer.bos_token_id] + prompt
+        return run_variants(folder, args.variants, prompt, args.new_tokens, args.repeats, tokenizer,
+                            args.bpb_data, args.bpb_steps, device=args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        nano.to("cpu", torch.float32).save_pretrained(tmp)
+        prompt = torch.randint(0, args.vocab_size, (args.prompt_tokens,), generator=torch.Generator().manual_seed(1))
+        return run_variants(tmp, args.variants, prompt.tolist(), args.new_tokens, args.repeats, device=args.device)
 
 
 def format_report(r: dict, args) -> str:
@@ -160,4 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:  # `--threads` is for this benchmark only (it may run inside another process, e.g. a test)
         torch.set_num_threads(threads)
     print(format_report(results, args))
+    if "variants" in results:
+        name = args.model or f"random NanoGPT depth {args.depth}"
+        print("\n" + format_rows(results["variants"], args.new_tokens, results["threads"], name))
     return results
