@@ -30,11 +30,10 @@ def not_a_model(tmp_path):
 
 @pytest.mark.parametrize("script, argv, message", [
     ("chat_web", ["--model", "nosuch"], "model or tokenizer folder nosuch does not exist"),
-
     ("chat_cli", ["-i", "nosuch", "-p", "hi"], "model or tokenizer folder nosuch does not exist"),
     ("chat_eval", ["-i", "NOT_A_MODEL"], "has no config.json: expected a model folder"),
     ("base_eval", ["--model", "NOT_A_MODEL"], "has no config.json: expected a model folder"),
-    ("pretrain", ["--adam_beta1=2"], "recipe key adam_beta1=2 is invalid"),
+    ("pretrain", ["--muon_momentum_end=2"], "recipe key muon_momentum_end=2 is invalid"),
     ("midtrain", ["recipes/tiny-mid.yaml", "--grad_clip=-1"], "recipe key grad_clip=-1 is invalid"),
     ("sft", ["recipes/tiny.yaml"], "is a recipe of stage 'base'"),
     ("tok_train", ["--data", "nosuch/*.txt", "--output_dir", "NOT_A_MODEL/tok"], "nosuch"),
