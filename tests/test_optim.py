@@ -214,7 +214,7 @@ def test_adamw_step_matches_torch_adamw():
 
 
 def test_muon_rejects_bad_groups():
-    with pytest.raises(ValueError, match="non-2-D"):
+    with pytest.raises(ValueError, match="neither matrices nor stacks of matrices"):
         MuonAdamW([dict(kind="muon", name="bad", params=[torch.nn.Parameter(torch.zeros(3))])])
     with pytest.raises(ValueError, match="kind"):
         MuonAdamW([dict(params=[torch.nn.Parameter(torch.zeros(3))])])
