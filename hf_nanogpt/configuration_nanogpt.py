@@ -218,8 +218,10 @@ class NanoGPTConfig(PreTrainedConfig):
         if self.moe_intermediate_size is None and self.num_experts:
             self.moe_intermediate_size = self.intermediate_size // (self.num_experts_per_tok + self.num_shared_experts)
         # Not serialised (transformers drops it from config.json); re-derived on every load.
+        dense = "dense" in self.mlp_layer_types  # MoE experts are 3-D parameters: no per-module TP entry
         self.base_model_tp_plan = {k: v for k, v in type(self).base_model_tp_plan.items()
-                                   if self.hidden_act == "swiglu" or not k.endswith("gate_proj")}
+                                   if (self.hidden_act == "swiglu" or not k.endswith("gate_proj"))
+                                   and (dense or ".mlp." not in k)}
         if getattr(self, "auto_map", None) is None:
             # Saved folders must name every Auto class (save_pretrained only adds the one being saved),
             # so AutoModel and AutoModelForCausalLM both resolve from the remote code.

@@ -35,7 +35,8 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-from transformers.modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
+from transformers.modeling_outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, MoeCausalLMOutputWithPast,
+                                           MoeModelOutputWithPast)
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
@@ -160,6 +161,8 @@ class NanoGPTPreTrainedModel(PreTrainedModel):
         elif isinstance(module, NanoGPTMamba):
             for name, value in module.initial_ssm_parameters().items():
                 init.copy_(getattr(module, name), value)
+        elif isinstance(module, NanoGPTRouter):  # the balancing bias starts neutral
+            init.zeros_(module.expert_bias)
         elif isinstance(module, NanoGPTGatedRMSNorm):
             init.ones_(module.weight)
         elif isinstance(module, NanoGPTRotaryEmbedding):
@@ -237,6 +240,8 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
         else:
             self.resid_lambdas = self.x0_lambdas = None
         self.has_sliding_layers = "sliding_attention" in config.layer_types
+        # MoE models return the Moe* outputs (with `router_logits`); dense ones the plain classes, unchanged
+        self.output_class = MoeModelOutputWithPast if "moe" in config.mlp_layer_types else BaseModelOutputWithPast
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -277,7 +282,7 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
         use_cache: bool | None = None,
         past_key_values: Cache | None = None,
         **kwargs,
-    ) -> MoeModelOutputWithPast:
+    ) -> BaseModelOutputWithPast:
         """Run the trunk on `input_ids` (B, T) or `inputs_embeds` (B, T, d); returns (B, T, d) states.
 
         The KV cache may come as `cache` (transformers >= 5.24) or `past_key_values` (earlier
@@ -340,7 +345,7 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
         if kept is not None:  # remove the low-level features of the middle of the network before the head
             hidden_states = hidden_states - self.backout_lambda.to(hidden_states.dtype) * kept
         hidden_states = self.norm(hidden_states)
-        return MoeModelOutputWithPast(last_hidden_state=hidden_states, **cache_kwargs(cache if use_cache else None))
+        return self.output_class(last_hidden_state=hidden_states, **cache_kwargs(cache if use_cache else None))
 
 
 class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
@@ -379,7 +384,7 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         past_key_values: Cache | None = None,
         output_router_logits: bool | None = None,
         **kwargs,
-    ) -> MoeCausalLMOutputWithPast:
+    ) -> CausalLMOutputWithPast:
         """Logits (B, T', V) for the kept positions, and the mean cross-entropy when targets are given.
 
         Targets come either as `labels` (Hugging Face convention: aligned with `input_ids`, shifted
@@ -387,7 +392,7 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         `-100` marks ignored targets. `num_items_in_batch` in kwargs turns the mean into a sum divided
         by that count, which makes gradient accumulation over uneven micro-batches exact.
 
-        A model with MoE layers adds its router losses (`router_losses`) to `loss` whenever targets are given
+        A model with MoE layers returns a `MoeCausalLMOutputWithPast` and adds its router losses (`router_losses`) to `loss` whenever targets are given
         in training mode or `output_router_logits` is on (config or argument), and returns them as `aux_loss`
         with the per-layer `router_logits`. Under `num_items_in_batch` they are weighted by this call's share
         of the targets, so accumulated micro-batches add up to one batch's coefficient.
@@ -396,7 +401,7 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         if output_router_logits is None:
             output_router_logits = self.config.output_router_logits
         output_router_logits = self.has_moe and (output_router_logits or (self.training and targets))
-        outputs: MoeModelOutputWithPast = self.model(
+        outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -424,19 +429,20 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
             if shift_labels is not None:  # a slice such as row[:, 1:] is not viewable as (-1,)
                 shift_labels = shift_labels.contiguous()
             loss = self.loss_function(logits, labels, self.vocab_size, shift_labels=shift_labels, **kwargs)
-        aux_loss = None
+        moe = {}  # the Moe* output's extra fields
+        if self.has_moe:
+            moe = dict(aux_loss=None, router_logits=outputs.router_logits if output_router_logits else None)
         if output_router_logits and outputs.router_logits:
-            aux_loss = router_losses(outputs.router_logits, self.config, attention_mask)
+            aux_loss = moe["aux_loss"] = router_losses(outputs.router_logits, self.config, attention_mask)
             if loss is not None:
                 share = 1.0
                 if kwargs.get("num_items_in_batch") is not None:  # this micro-batch's share of the targets
                     tgt = shift_labels if shift_labels is not None else labels[..., 1:]
                     share = (tgt != -100).sum() / kwargs["num_items_in_batch"]
                 loss = loss + share * aux_loss.to(loss.device)
-        return MoeCausalLMOutputWithPast(
+        return (MoeCausalLMOutputWithPast if self.has_moe else CausalLMOutputWithPast)(
             loss=loss,
-            aux_loss=aux_loss,
-            router_logits=outputs.router_logits if output_router_logits else None,
+            **moe,
             logits=logits,
             **cache_kwargs(getattr(outputs, CACHE_NAME)),
             hidden_states=outputs.hidden_states,

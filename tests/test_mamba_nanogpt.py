@@ -138,3 +138,36 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(ids, labels=ids).loss.backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, ref[n], rtol=1e-5, atol=1e-7, msg=n)
+
+
+@pytest.mark.slow
+def test_hybrid_moe_remote_code_loads_in_a_fresh_process_without_the_package(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    torch.manual_seed(0)
+    model = randomised(NanoGPTForCausalLM(config(num_experts=4, num_shared_experts=1, pad_token_id=0))).eval()
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    assert {"mamba_nanogpt.py", "moe_nanogpt.py", "cache_nanogpt.py"} <= {p.name for p in model_dir.iterdir()}
+    ids = torch.randint(1, V, (2, 10))
+    torch.save({"ids": ids, "logits": model(ids).logits}, tmp_path / "ref.pt")
+    script = textwrap.dedent(f"""
+        import sys, torch
+        sys.modules["hf_nanogpt"] = None  # the classes must come from the folder's remote code
+        from transformers import AutoModelForCausalLM
+        ref = torch.load({str(tmp_path / "ref.pt")!r})
+        lm = AutoModelForCausalLM.from_pretrained({str(model_dir)!r}, trust_remote_code=True).eval()
+        assert "transformers_modules" in type(lm).__module__, type(lm).__module__
+        torch.testing.assert_close(lm(ref["ids"]).logits, ref["logits"], rtol=0, atol=0)
+        kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None)
+        out = lm.generate(ref["ids"][:, :4], **kw)
+        assert torch.equal(out, lm.generate(ref["ids"][:, :4], use_cache=False, **kw))
+        print("REMOTE_OK")
+    """)
+    env = {**os.environ, "PYTHONPATH": "", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "REMOTE_OK" in proc.stdout, proc.stderr[-3000:]

@@ -93,6 +93,10 @@ def test_router_logits_and_aux_loss_the_hf_way():
     z = torch.logsumexp(out.router_logits[0], dim=-1).square().mean()
     torch.testing.assert_close(out.aux_loss, 0.01 * aux + 1e-3 * z)
     torch.testing.assert_close(out.loss, plain.loss + out.aux_loss)
+    model.config.output_router_logits = True  # the config's flag does the same
+    torch.testing.assert_close(model(ids, labels=ids).aux_loss, out.aux_loss)
+    assert not model(ids, output_router_logits=False).router_logits  # the argument wins
+    model.config.output_router_logits = False
     model.train()  # training always adds the router losses
     torch.testing.assert_close(model(ids, labels=ids).loss, out.loss)
 

@@ -331,3 +331,25 @@ def test_latest_always_names_a_complete_checkpoint(tmp_path, corpus, tiny_tokeni
     (root / "latest").write_text("step_000002")  # a resume from an older checkpoint re-saves it ...
     stage.checkpointer.save(1, stage.model, stage.tokenizer, stage.optimizer, {}, {})
     assert (root / "latest").read_text() == "step_000001" and (root / "step_000001").is_dir()  # ... and keeps it
+
+
+def test_moe_hybrid_resumes_bitwise_and_logs_expert_load(tmp_path, corpus, tiny_tokenizer_dir):
+    """A Mamba-2 + attention model with bias-balanced MoE MLPs: the router biases (buffers, moved after each
+    step) and the SSM parameters resume exactly; the log carries the per-layer expert load."""
+    arch = dict(window_pattern="ML", model_config={"num_experts": 4, "num_shared_experts": 1, "mamba_head_dim": 16,
+                                                   "mamba_state_size": 8, "router_activation": "sigmoid",
+                                                   "moe_balancing": "bias", "router_aux_loss_coef": 0.0})
+    straight = tmp_path / "straight"
+    run(recipe(straight, corpus, tiny_tokenizer_dir, **arch))
+    cut = tmp_path / "cut"
+    run(recipe(cut, corpus, tiny_tokenizer_dir, max_steps_per_run=4, **arch))
+    run(recipe(cut, corpus, tiny_tokenizer_dir, resume_from="latest", **arch))
+    assert losses(cut / "base") == losses(straight / "base")
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(straight / "base" / "model.safetensors"), load_file(cut / "base" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert wa["model.layers.0.mlp.router.expert_bias"].abs().sum() > 0  # the balancing moved it
+    rows = [json.loads(line) for line in (straight / "base" / "train_log.jsonl").read_text().splitlines()]
+    loads = [r["moe_load_max_over_mean"] for r in rows if "moe_load_max_over_mean" in r]
+    assert loads and all(len(v) == 2 and all(x >= 1.0 for x in v) for v in loads)
