@@ -196,9 +196,13 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path, corpus, tiny_tokenizer_di
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_accumulation(tmp_path, corpus, tiny_tokenizer_dir):
-    """accelerate launch --num_processes 2 (gloo, CPU) x micro-batch B == 1 process x 2 micro-batches of B."""
-    common = [f"--tokenizer={tiny_tokenizer_dir}", f"--train_data={corpus}", "--depth=2", "--aspect_ratio=32",
+@pytest.mark.parametrize("arch", [[], pytest.param(
+    ["--window_pattern=ML", '--model_config={"num_experts": 4, "mamba_head_dim": 16, "mamba_state_size": 8, '
+     '"router_activation": "sigmoid", "moe_balancing": "bias"}'], marks=pytest.mark.slow)], ids=["dense", "moe_hybrid"])
+def test_two_processes_match_one_process_with_accumulation(tmp_path, corpus, tiny_tokenizer_dir, arch):
+    """accelerate launch --num_processes 2 (gloo, CPU) x micro-batch B == 1 process x 2 micro-batches of B
+    (for MoE: expert loads summed over processes, so both runs move the balancing biases alike)."""
+    common = [*arch, f"--tokenizer={tiny_tokenizer_dir}", f"--train_data={corpus}", "--depth=2", "--aspect_ratio=32",
               "--head_dim=32", "--max_seq_len=64", "--device_batch_size=2", "--total_batch_size=256",
               "--num_iterations=4", "--eval_every=2", "--eval_tokens=512", "--dtype=float32", "--seed=3",
               "--grad_clip_mode=per_layer", "--grad_clip=0.001"]  # clipping after the all-reduce, in both runs
