@@ -15,8 +15,9 @@ from .modeling_nanogpt import NanoGPTForCausalLM, NanoGPTModel, NanoGPTPreTraine
 __version__ = "0.1.0"
 
 # Default LoRA targets for PEFT (`LoraConfig()` without target_modules): every projection, as
-# nanochat-scale models gain little from adapting only q/v.
-LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# nanochat-scale models gain little from adapting only q/v (in_proj / out_proj: the Mamba-2 mixer's; MoE experts
+# are 3-D parameters, not Linear modules, so LoRA leaves them and the router alone).
+LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "in_proj", "out_proj"]
 
 
 def _register() -> None:

@@ -1,4 +1,7 @@
-"""NanoGPT's building blocks: norms, rotary embedding, attention, MLPs and the decoder layer.
+"""NanoGPT's building blocks: norms, rotary embedding, attention, MLPs and the decoder layers.
+
+A layer's token mixer is attention or a Mamba-2 mixer (`config.layer_types`, `mamba_nanogpt.py`), its MLP
+dense or a Mixture of Experts (`config.mlp_layer_types`, `moe_nanogpt.py`); `make_decoder_layer` builds it.
 
 Each architecture variant is picked once, when the module is built (the small `make_*` factories), never
 re-decided in `forward`. Split out of `modeling_nanogpt.py` by part; like it, this file travels as remote
@@ -15,6 +18,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_nanogpt import VE_GATE_CHANNELS, NanoGPTConfig
+from .mamba_nanogpt import NanoGPTMamba
+from .moe_nanogpt import NanoGPTMoE
 
 
 def tag(module: nn.Module, role: str) -> nn.Module:
@@ -227,7 +232,10 @@ def make_activation(name: str) -> nn.Module:
     return {"relu2": ReLUSquared, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh")}[name]()
 
 
-def make_mlp(config: NanoGPTConfig) -> nn.Module:
+def make_mlp(config: NanoGPTConfig, layer_idx: int = 0) -> nn.Module:
+    """The MLP of layer `layer_idx`: a Mixture of Experts where `mlp_layer_types` says "moe", else dense."""
+    if config.mlp_layer_types[layer_idx] == "moe":
+        return NanoGPTMoE(config)
     return NanoGPTGatedMLP(config) if config.hidden_act == "swiglu" else NanoGPTMLP(config)
 
 
@@ -239,7 +247,11 @@ class NanoGPTDecoderLayer(GradientCheckpointingLayer):
         self.input_layernorm = make_norm(config, config.hidden_size)
         self.self_attn = NanoGPTAttention(config, layer_idx)
         self.post_attention_layernorm = make_norm(config, config.hidden_size)
-        self.mlp = make_mlp(config)
+        self.mlp = make_mlp(config, layer_idx)
+
+    def mix(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
+        """The token mixer on the normed stream: attention here, Mamba-2 in `NanoGPTMambaDecoderLayer`."""
+        return self.self_attn(hidden_states, **kwargs)[0]
 
     def forward(
         self,
@@ -250,7 +262,7 @@ class NanoGPTDecoderLayer(GradientCheckpointingLayer):
         value_embedding: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        attn_out, _ = self.self_attn(
+        attn_out = self.mix(
             self.input_layernorm(hidden_states),
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
@@ -262,5 +274,29 @@ class NanoGPTDecoderLayer(GradientCheckpointingLayer):
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 
-__all__ = ["NanoGPTAttention", "NanoGPTDecoderLayer", "NanoGPTGatedMLP", "NanoGPTMLP", "NanoGPTRMSNorm",
-           "NanoGPTRotaryEmbedding", "apply_rotary", "eager_attention_forward", "make_norm", "repeat_kv", "tag"]
+class NanoGPTMambaDecoderLayer(NanoGPTDecoderLayer):
+    """Pre-norm block with a Mamba-2 mixer instead of attention: x + mamba(norm(x)), then x + mlp(norm(x)).
+    Its `attention_mask` is the 2-D padding mask (B, T) or None; positions and value embeddings do not apply."""
+
+    def __init__(self, config: NanoGPTConfig, layer_idx: int):
+        GradientCheckpointingLayer.__init__(self)
+        self.input_layernorm = make_norm(config, config.hidden_size)
+        self.mamba = NanoGPTMamba(config, layer_idx)
+        self.post_attention_layernorm = make_norm(config, config.hidden_size)
+        self.mlp = make_mlp(config, layer_idx)
+
+    def mix(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: Cache | None = None,
+            **kwargs) -> torch.Tensor:
+        return self.mamba(hidden_states, padding_mask=attention_mask, cache=cache)
+
+
+def make_decoder_layer(config: NanoGPTConfig, layer_idx: int) -> NanoGPTDecoderLayer:
+    """Layer `layer_idx` with the token mixer `config.layer_types` gives it."""
+    if config.layer_types[layer_idx] == "linear_attention":
+        return NanoGPTMambaDecoderLayer(config, layer_idx)
+    return NanoGPTDecoderLayer(config, layer_idx)
+
+
+__all__ = ["NanoGPTAttention", "NanoGPTDecoderLayer", "NanoGPTGatedMLP", "NanoGPTMLP", "NanoGPTMambaDecoderLayer",
+           "NanoGPTRMSNorm", "NanoGPTRotaryEmbedding", "apply_rotary", "eager_attention_forward", "make_decoder_layer",
+           "make_norm", "repeat_kv", "tag"]

@@ -17,8 +17,9 @@ operations the mixin lacks. Two kinds of state, the mixin's:
   case (the previous token's normed embedding); a Mamba block's short convolution is the same with K = 4.
 - recurrent states (B, ...): replaced wholesale at every step (`update_recurrent_state`), e.g. an SSM state.
 
-Where: state that belongs to one decoder layer would sit at that layer's index (a `layer_types` entry of
-its own); state of the model as a whole (smear) sits in one extra slot after the decoder layers,
+Where: state that belongs to one decoder layer sits at that layer's index (a Mamba layer's conv window and
+SSM state: `decoder_state_layer`, which takes over the placeholder that transformers' caches build for a
+`"linear_attention"` entry of `config.layer_types`); state of the model as a whole (smear) sits in one extra slot after the decoder layers,
 created on first use by `model_state_layer`, so any `Cache` works: the engine's `DynamicCache`,
 `generate()`'s dynamic or static caches, or one the caller built.
 
@@ -128,4 +129,31 @@ def model_state_layer(cache: Cache, num_layers: int) -> NanoGPTStateLayer:
     return layer
 
 
-__all__ = ["NanoGPTStateLayer", "model_state_layer"]
+def decoder_state_layer(cache: Cache, layer_idx: int, number_of_states: int = 1) -> NanoGPTStateLayer:
+    """The state layer of decoder layer `layer_idx` (a recurrent token mixer) in `cache`, created on first use.
+
+    A cache built from the config (`DynamicCache(config=...)`, `generate()`'s caches) holds transformers'
+    own linear-attention placeholder at that index: an empty one is replaced by a `NanoGPTStateLayer` (the
+    same mixin, plus the batch operations the engine needs). A lazily grown cache gets its missing layers
+    first, so the index is the decoder layer's.
+    """
+    layers = cache.layers
+    if len(layers) <= layer_idx:
+        replicate = getattr(cache, "layer_class_to_replicate", None)
+        if replicate is None:
+            raise ValueError(f"the cache has {len(layers)} layers, too few for decoder layer {layer_idx}: "
+                             "build it for this model, e.g. DynamicCache(config=model.config)")
+        while len(layers) <= layer_idx:
+            layers.append(replicate())
+    layer = layers[layer_idx]
+    if isinstance(layer, NanoGPTStateLayer):
+        return layer
+    in_use = getattr(layer, "is_initialized", False) or any(getattr(layer, "has_previous_state", {}).values())
+    if in_use:
+        raise ValueError(f"cache layer {layer_idx} is a {type(layer).__name__} that already holds state, but decoder "
+                         f"layer {layer_idx} is a recurrent (Mamba) layer: this cache was built for another model")
+    layers[layer_idx] = layer = NanoGPTStateLayer(number_of_states=number_of_states)
+    return layer
+
+
+__all__ = ["NanoGPTStateLayer", "decoder_state_layer", "model_state_layer"]

@@ -30,6 +30,13 @@ _NORM_TYPES = ("rmsnorm", "layernorm")
 _ACTIVATIONS = ("relu2", "gelu", "gelu_tanh", "swiglu")
 _POSITION_EMBEDDINGS = ("rope", "learned")
 _INIT_SCHEMES = ("nanochat", "nanochat_jan2026", "gpt2")
+# Token mixers (`layer_types`): attention, or a Mamba-2 state-space mixer under transformers' name for a
+# recurrent layer (its caches build a conv/recurrent-state layer there, as for Jamba's Mamba layers).
+_LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention")
+_PATTERN_LETTERS = {"S": "sliding_attention", "L": "full_attention", "M": "linear_attention"}
+_MLP_TYPES = ("dense", "moe")
+_ROUTER_ACTIVATIONS = ("softmax", "sigmoid")
+_MOE_BALANCING = ("aux_loss", "bias")
 
 # nanochat's fixed widths: the smear gate reads the first 24 channels of the normed embedding, the
 # value-embedding gates the first 12 of the block input (both are cheap "which token is this" probes).
@@ -96,13 +103,27 @@ class NanoGPTConfig(PreTrainedConfig):
     - `backout`: keep the residual stream after block `L // 2` and subtract `backout_lambda` times it
       after the last block, before the final norm (nanochat master).
     - `dropout`: dropout on embeddings, attention probabilities and residual branches (nanoGPT).
-    - `window_pattern`: sliding-window layer pattern tiled over the depth, `"L"` = full attention,
-      `"S"` = sliding window, e.g. `"SSSL"`; the last layer is always full. `None` = every layer full.
+    - `window_pattern`: layer pattern tiled over the depth, `"L"` = full attention, `"S"` = sliding window,
+      `"M"` = a Mamba-2 layer, e.g. `"SSSL"` or `"MMML"` (attention every 4th layer); the last layer is always
+      full attention. `None` = every layer full.
     - `sliding_window`: window of the `"S"` layers in tokens, counting the current token (HF
       convention). Default: nanochat master's rule, `ceil(T / 4 / 128) * 128` tokens to the left plus the
       current one (T = `max_position_embeddings`; 769 at 2048, 129 at 512).
-    - `layer_types`: derived from `window_pattern`; one of `"full_attention"` / `"sliding_attention"`
-      per layer (read by transformers' caches and masks).
+    - `layer_types`: derived from `window_pattern` (or given): one of `"full_attention"` /
+      `"sliding_attention"` / `"linear_attention"` (Mamba-2) per layer (read by transformers' caches and masks);
+      at least one attention layer.
+    - Mamba-2 layers (`mamba_nanogpt.py`): `mamba_expand` (inner width = expand x hidden_size),
+      `mamba_head_dim` (P; inner width / P heads), `mamba_state_size` (N per head), `mamba_conv_kernel`
+      (causal depthwise conv length), `mamba_chunk_size` (SSD chunk length of the training scan).
+    - Mixture of Experts (`moe_nanogpt.py`): `num_experts` routed experts (0 = dense model),
+      `num_experts_per_tok` (top-k), `num_shared_experts` (always used, weight 1), `moe_intermediate_size`
+      (expert width; default `intermediate_size // (k + shared)`, iso-FLOP with the dense MLP),
+      `mlp_layer_types` (`"dense"` / `"moe"` per layer; default every layer `"moe"` when `num_experts > 0`),
+      `router_activation` (`"softmax"` Mixtral-style or `"sigmoid"` DeepSeek-V3-style), `moe_balancing`
+      (`"aux_loss"`: the Switch loss times `router_aux_loss_coef` is added to `loss`; `"bias"`: DeepSeek-V3's
+      per-expert selection bias moved by `router_bias_update_rate` after each optimizer step; the aux loss
+      still applies if its coefficient is > 0), `router_z_loss_coef` (ST-MoE z-loss, 0 = off),
+      `output_router_logits` (return the router logits; training adds the router losses either way).
     - `init_scheme`: `"nanochat"` (master), `"nanochat_jan2026"` (see the table in
       `NanoGPTPreTrainedModel._init_weights`) or `"gpt2"` (normal(0, 0.02), residual projections scaled by
       1/sqrt(2 * n_layer)).
@@ -154,6 +175,22 @@ class NanoGPTConfig(PreTrainedConfig):
     window_pattern: str | None = None
     sliding_window: int | None = None
     layer_types: list[str] | None = None
+    mamba_expand: int = 2
+    mamba_head_dim: int = 64
+    mamba_state_size: int = 64
+    mamba_conv_kernel: int = 4
+    mamba_chunk_size: int = 64
+    num_experts: int = 0
+    num_experts_per_tok: int = 2
+    num_shared_experts: int = 0
+    moe_intermediate_size: int | None = None
+    mlp_layer_types: list[str] | None = None
+    router_activation: str = "softmax"
+    moe_balancing: str = "aux_loss"
+    router_aux_loss_coef: float = 0.01
+    router_z_loss_coef: float = 0.0
+    router_bias_update_rate: float = 1e-3
+    output_router_logits: bool = False
     init_scheme: str = "nanochat_jan2026"
     initializer_range: float = 0.02
     bos_token_id: int | None = None
@@ -176,9 +213,15 @@ class NanoGPTConfig(PreTrainedConfig):
             self.layer_types = _layer_types_from_pattern(self.window_pattern, self.num_hidden_layers)
         elif self.layer_types is None:
             self.layer_types = ["full_attention"] * self.num_hidden_layers
+        if self.mlp_layer_types is None:
+            self.mlp_layer_types = [("moe" if self.num_experts else "dense")] * self.num_hidden_layers
+        if self.moe_intermediate_size is None and self.num_experts:
+            self.moe_intermediate_size = self.intermediate_size // (self.num_experts_per_tok + self.num_shared_experts)
         # Not serialised (transformers drops it from config.json); re-derived on every load.
+        dense = "dense" in self.mlp_layer_types  # MoE experts are 3-D parameters: no per-module TP entry
         self.base_model_tp_plan = {k: v for k, v in type(self).base_model_tp_plan.items()
-                                   if self.hidden_act == "swiglu" or not k.endswith("gate_proj")}
+                                   if (self.hidden_act == "swiglu" or not k.endswith("gate_proj"))
+                                   and (dense or ".mlp." not in k)}
         if getattr(self, "auto_map", None) is None:
             # Saved folders must name every Auto class (save_pretrained only adds the one being saved),
             # so AutoModel and AutoModelForCausalLM both resolve from the remote code.
@@ -224,11 +267,44 @@ class NanoGPTConfig(PreTrainedConfig):
              "final_logit_softcapping", "a positive number or None")
         need(self.initializer_range > 0, "initializer_range", "a positive number")
         need(isinstance(self.layer_types, list) and len(self.layer_types) == self.num_hidden_layers
-             and all(t in ("full_attention", "sliding_attention") for t in self.layer_types),
-             "layer_types", f"{self.num_hidden_layers} entries of 'full_attention' / 'sliding_attention'")
+             and all(t in _LAYER_TYPES for t in self.layer_types),
+             "layer_types", f"{self.num_hidden_layers} entries of {' / '.join(map(repr, _LAYER_TYPES))}")
+        need(any(t != "linear_attention" for t in self.layer_types), "layer_types",
+             "at least one attention layer (the cache's sequence length and the masks come from attention layers)")
+        if "linear_attention" in self.layer_types:
+            self._validate_mamba(need)
+        need(isinstance(self.mlp_layer_types, list) and len(self.mlp_layer_types) == self.num_hidden_layers
+             and all(t in _MLP_TYPES for t in self.mlp_layer_types),
+             "mlp_layer_types", f"{self.num_hidden_layers} entries of 'dense' / 'moe'")
+        if "moe" in self.mlp_layer_types:
+            self._validate_moe(need)
         if "sliding_attention" in self.layer_types:
             need(isinstance(self.sliding_window, int) and self.sliding_window > 0, "sliding_window",
                  "a positive integer (tokens in the window, the current one included)")
+
+    def _validate_mamba(self, need) -> None:
+        for field in ("mamba_expand", "mamba_head_dim", "mamba_state_size", "mamba_chunk_size"):
+            value = getattr(self, field)
+            need(isinstance(value, int) and not isinstance(value, bool) and value > 0, field, "a positive integer")
+        need(isinstance(self.mamba_conv_kernel, int) and self.mamba_conv_kernel >= 2, "mamba_conv_kernel",
+             "an integer >= 2 (the causal conv mixes each token with at least the previous one)")
+        need(self.mamba_expand * self.hidden_size % self.mamba_head_dim == 0, "mamba_head_dim",
+             f"a divisor of mamba_expand x hidden_size = {self.mamba_expand * self.hidden_size} (the Mamba heads)")
+
+    def _validate_moe(self, need) -> None:
+        need(isinstance(self.num_experts, int) and self.num_experts >= 1, "num_experts",
+             "a positive integer when mlp_layer_types has 'moe' layers")
+        need(isinstance(self.num_experts_per_tok, int) and 1 <= self.num_experts_per_tok <= self.num_experts,
+             "num_experts_per_tok", f"an integer from 1 to num_experts={self.num_experts} (top-k cannot exceed the "
+             "number of experts)")
+        need(isinstance(self.num_shared_experts, int) and self.num_shared_experts >= 0, "num_shared_experts",
+             "a non-negative integer")
+        need(isinstance(self.moe_intermediate_size, int) and self.moe_intermediate_size > 0, "moe_intermediate_size",
+             "a positive integer")
+        need(self.router_activation in _ROUTER_ACTIVATIONS, "router_activation", f"one of {_ROUTER_ACTIVATIONS}")
+        need(self.moe_balancing in _MOE_BALANCING, "moe_balancing", f"one of {_MOE_BALANCING}")
+        for field in ("router_aux_loss_coef", "router_z_loss_coef", "router_bias_update_rate"):
+            need(getattr(self, field) >= 0, field, "a non-negative number")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -293,7 +369,7 @@ class NanoGPTConfig(PreTrainedConfig):
 
     @property
     def window_sizes(self) -> list[int | None]:
-        """Attention window per layer in tokens (current token included); `None` = full causal."""
+        """Attention window per layer in tokens (current token included); `None` = full causal (or Mamba)."""
         return [self.sliding_window if t == "sliding_attention" else None for t in self.layer_types]
 
     @property
@@ -301,8 +377,8 @@ class NanoGPTConfig(PreTrainedConfig):
         """Layers with a value embedding: alternating, the last layer always included (nanochat)."""
         if not self.value_embeddings:
             return []
-        last = self.num_hidden_layers - 1
-        return [i for i in range(self.num_hidden_layers) if i % 2 == last % 2]
+        last = self.num_hidden_layers - 1  # Mamba layers have no values to add to
+        return [i for i in range(self.num_hidden_layers) if i % 2 == last % 2 and self.layer_types[i] != "linear_attention"]
 
     @property
     def backout_layer(self) -> int | None:
@@ -334,14 +410,14 @@ PRESETS: dict[str, dict] = {
 
 
 def _layer_types_from_pattern(pattern: str, num_layers: int) -> list[str]:
-    """Tile `pattern` (e.g. "SSSL") over the layers; the last layer is always full attention."""
-    if not isinstance(pattern, str) or not pattern or set(pattern.upper()) - {"S", "L"}:
+    """Tile `pattern` (e.g. "SSSL", "MMML") over the layers; the last layer is always full attention."""
+    if not isinstance(pattern, str) or not pattern or set(pattern.upper()) - set(_PATTERN_LETTERS):
         raise ValueError(
             f"NanoGPTConfig.window_pattern={pattern!r} is invalid: expected a non-empty string of 'S' "
-            "(sliding window) and 'L' (full attention), e.g. 'SSSL'"
+            "(sliding window), 'L' (full attention) and 'M' (Mamba-2), e.g. 'SSSL' or 'MMML'"
         )
     pattern = pattern.upper()
-    types = ["sliding_attention" if pattern[i % len(pattern)] == "S" else "full_attention" for i in range(num_layers)]
+    types = [_PATTERN_LETTERS[pattern[i % len(pattern)]] for i in range(num_layers)]
     types[-1] = "full_attention"
     return types
 

@@ -10,6 +10,9 @@ Notable features (nanochat master with `NanoGPTConfig.nanochat()` / `from_depth`
 - ReLU^2 MLP, 4x wide (GELU and SwiGLU are alternatives)
 - grouped-query attention (`num_key_value_heads`) and a sliding-window layer pattern ("SSSL", last layer full)
 - backout: the residual stream after block L // 2, scaled, is subtracted before the final norm
+- hybrids: Mamba-2 layers in place of attention (`layer_types` "linear_attention", `mamba_nanogpt.py`) and
+  Mixture-of-Experts MLPs (`mlp_layer_types` "moe", `moe_nanogpt.py`; router logits as `output_router_logits`,
+  the router losses added to `loss`)
 - no biases, untied token embedding and LM head, vocabulary padded to a multiple of 64 (logits cropped
   back), logits soft-capped at 15 in float32 (`c * tanh(x / c)`)
 
@@ -32,15 +35,19 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import (BaseModelOutputWithPast, CausalLMOutputWithPast, MoeCausalLMOutputWithPast,
+                                           MoeModelOutputWithPast)
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
-from transformers.utils.output_capturing import capture_outputs
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .blocks_nanogpt import NanoGPTAttention, NanoGPTDecoderLayer, NanoGPTRotaryEmbedding, make_norm, tag
+from .blocks_nanogpt import (NanoGPTAttention, NanoGPTDecoderLayer, NanoGPTRotaryEmbedding, make_decoder_layer,
+                             make_norm, tag)
 from .cache_nanogpt import model_state_layer
 from .compat_nanogpt import CACHE_NAME, cache_kwargs, check_transformers_version, pick_cache, positions_from_mask
 from .configuration_nanogpt import SMEAR_GATE_CHANNELS, NanoGPTConfig
+from .mamba_nanogpt import NanoGPTGatedRMSNorm, NanoGPTMamba
+from .moe_nanogpt import NanoGPTExperts, NanoGPTRouter, router_losses
 
 check_transformers_version()  # a clear warning at load on an untested transformers release
 
@@ -52,7 +59,7 @@ class NanoGPTPreTrainedModel(PreTrainedModel):
     config: NanoGPTConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["NanoGPTDecoderLayer"]
+    _no_split_modules = ["NanoGPTDecoderLayer", "NanoGPTMambaDecoderLayer"]
     _skip_keys_device_placement = ["past_key_values", "cache"]  # the name before and after 5.24
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -62,6 +69,7 @@ class NanoGPTPreTrainedModel(PreTrainedModel):
     _can_record_outputs = {
         "hidden_states": NanoGPTDecoderLayer,
         "attentions": NanoGPTAttention,
+        "router_logits": OutputRecorder(NanoGPTRouter, index=0),  # (B * T, E) per MoE layer
     }
 
     @torch.no_grad()
@@ -83,6 +91,11 @@ class NanoGPTPreTrainedModel(PreTrainedModel):
         | x0_lambdas[i]                          | 0.20 - 0.15 i/(L-1) | 0.1              | (absent)           |
         | smear_lambda / backout_lambda          | 0 / 0.2           | 0 / 0.2            | 0 / 0.2            |
         | biases / LayerNorm                     | zeros / ones, zeros | zeros / ones, zeros | zeros / ones, zeros |
+        | experts.up_proj / down_proj (3-D)      | as up / down_proj, per expert (fan-in d resp. h)              |
+        | router gate ("router")                 | normal(0, 0.02)   | normal(0, 0.02)    | normal(0, 0.02)    |
+        | Mamba in_proj / out_proj               | as q_proj / o_proj ("input" / "residual")                     |
+        | Mamba conv1d weight / bias             | u(1/sqrt(K)) / zeros (torch's Conv1d bound, K taps)           |
+        | Mamba A_log, D, dt_bias; norm weight   | log(1..H), 1, softplus^-1(logu(1e-3, 0.1)); ones (Mamba-2)    |
 
         nanochat zero-inits the residual projections so every block starts as the identity map, and starts
         the gates small and positive (value embeddings and smear slightly on, smear_lambda 0 keeps smear
@@ -100,7 +113,9 @@ class NanoGPTPreTrainedModel(PreTrainedModel):
         role = getattr(module, "init_role", None)
         bound = math.sqrt(3.0 / cfg.hidden_size)
         if isinstance(module, nn.Linear):
-            if role in ("ve_gate", "smear_gate"):
+            if role == "router":  # small, so routing starts near uniform but not tied
+                init.normal_(module.weight, mean=0.0, std=0.02)
+            elif role in ("ve_gate", "smear_gate"):
                 init.uniform_(module.weight, 0.0, 0.02)
             elif role == "residual":
                 if nanochat:
@@ -128,6 +143,28 @@ class NanoGPTPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, NanoGPTExperts):
+            for w, residual in ((module.up_proj, False), (module.down_proj, True)):  # (E, out, in) each
+                if residual and nanochat:
+                    init.zeros_(w)
+                elif residual:
+                    init.normal_(w, mean=0.0, std=std / math.sqrt(2 * cfg.num_hidden_layers))
+                elif nanochat:
+                    a = (0.4 if scheme == "nanochat" else 1.0) * math.sqrt(3.0 / w.shape[-1])
+                    init.uniform_(w, -a, a)
+                else:
+                    init.normal_(w, mean=0.0, std=std)
+        elif isinstance(module, nn.Conv1d):  # the Mamba mixer's depthwise conv
+            bound = 1.0 / math.sqrt(module.kernel_size[0])
+            init.uniform_(module.weight, -bound, bound)
+            init.zeros_(module.bias)
+        elif isinstance(module, NanoGPTMamba):
+            for name, value in module.initial_ssm_parameters().items():
+                init.copy_(getattr(module, name), value)
+        elif isinstance(module, NanoGPTRouter):  # the balancing bias starts neutral
+            init.zeros_(module.expert_bias)
+        elif isinstance(module, NanoGPTGatedRMSNorm):
+            init.ones_(module.weight)
         elif isinstance(module, NanoGPTRotaryEmbedding):
             init.copy_(module.inv_freq, module.compute_inv_freq(module.inv_freq.device))
         elif isinstance(module, NanoGPTModel):
@@ -192,7 +229,7 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
         self.value_embeds = (nn.ModuleDict({str(i): tag(nn.Embedding(rows, kv_width), "value_embedding")
                                             for i in ve_layers}) if ve_layers else None)
         self.ve_keys = [str(i) if i in ve_layers else None for i in range(config.num_hidden_layers)]
-        self.layers = nn.ModuleList(NanoGPTDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(make_decoder_layer(config, i) for i in range(config.num_hidden_layers))
         # Backout (nanochat master): subtract a learned share of the stream after block L // 2 at the end.
         self.backout_lambda = nn.Parameter(torch.full((1,), 0.2)) if config.backout else None
         self.backout_layer = config.backout_layer
@@ -203,6 +240,8 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
         else:
             self.resid_lambdas = self.x0_lambdas = None
         self.has_sliding_layers = "sliding_attention" in config.layer_types
+        # MoE models return the Moe* outputs (with `router_logits`); dense ones the plain classes, unchanged
+        self.output_class = MoeModelOutputWithPast if "moe" in config.mlp_layer_types else BaseModelOutputWithPast
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -271,6 +310,9 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
             mask_by_type = {"full_attention": create_causal_mask(**mask_kwargs)}
             if self.has_sliding_layers:
                 mask_by_type["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
+        if "linear_attention" not in mask_by_type:  # Mamba layers: the 2-D padding mask of this call's tokens
+            pad = attention_mask if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2 else None
+            mask_by_type["linear_attention"] = pad[:, -inputs_embeds.shape[1]:] if pad is not None else None
 
         hidden_states = inputs_embeds
         position_embeddings = None
@@ -303,7 +345,7 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
         if kept is not None:  # remove the low-level features of the middle of the network before the head
             hidden_states = hidden_states - self.backout_lambda.to(hidden_states.dtype) * kept
         hidden_states = self.norm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_kwargs(cache if use_cache else None))
+        return self.output_class(last_hidden_state=hidden_states, **cache_kwargs(cache if use_cache else None))
 
 
 class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
@@ -318,6 +360,7 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         self.model = NanoGPTModel(config)
         self.vocab_size = config.vocab_size
         self.lm_head = tag(nn.Linear(config.hidden_size, config.padded_vocab_size, bias=False), "lm_head")
+        self.has_moe = "moe" in config.mlp_layer_types
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -339,6 +382,7 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
+        output_router_logits: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Logits (B, T', V) for the kept positions, and the mean cross-entropy when targets are given.
@@ -347,7 +391,16 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         here) or as `shift_labels` (nanoGPT convention: already the next token at each position).
         `-100` marks ignored targets. `num_items_in_batch` in kwargs turns the mean into a sum divided
         by that count, which makes gradient accumulation over uneven micro-batches exact.
+
+        A model with MoE layers returns a `MoeCausalLMOutputWithPast` and adds its router losses (`router_losses`) to `loss` whenever targets are given
+        in training mode or `output_router_logits` is on (config or argument), and returns them as `aux_loss`
+        with the per-layer `router_logits`. Under `num_items_in_batch` they are weighted by this call's share
+        of the targets, so accumulated micro-batches add up to one batch's coefficient.
         """
+        targets = labels is not None or shift_labels is not None
+        if output_router_logits is None:
+            output_router_logits = self.config.output_router_logits
+        output_router_logits = self.has_moe and (output_router_logits or (self.training and targets))
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -355,6 +408,7 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
             cache=pick_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            output_router_logits=output_router_logits,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -375,8 +429,20 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
             if shift_labels is not None:  # a slice such as row[:, 1:] is not viewable as (-1,)
                 shift_labels = shift_labels.contiguous()
             loss = self.loss_function(logits, labels, self.vocab_size, shift_labels=shift_labels, **kwargs)
-        return CausalLMOutputWithPast(
+        moe = {}  # the Moe* output's extra fields
+        if self.has_moe:
+            moe = dict(aux_loss=None, router_logits=outputs.router_logits if output_router_logits else None)
+        if output_router_logits and outputs.router_logits:
+            aux_loss = moe["aux_loss"] = router_losses(outputs.router_logits, self.config, attention_mask)
+            if loss is not None:
+                share = 1.0
+                if kwargs.get("num_items_in_batch") is not None:  # this micro-batch's share of the targets
+                    tgt = shift_labels if shift_labels is not None else labels[..., 1:]
+                    share = (tgt != -100).sum() / kwargs["num_items_in_batch"]
+                loss = loss + share * aux_loss.to(loss.device)
+        return (MoeCausalLMOutputWithPast if self.has_moe else CausalLMOutputWithPast)(
             loss=loss,
+            **moe,
             logits=logits,
             **cache_kwargs(getattr(outputs, CACHE_NAME)),
             hidden_states=outputs.hidden_states,
@@ -389,33 +455,45 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
 
         - `embedding`: token (and learned position) tables; `value_embeds`: the value-embedding tables;
         - `lm_head`: the output projection (0 when tied to the embedding);
-        - `matrices`: 2-D weights inside the blocks (value-embedding gates included, as nanochat counts);
-        - `scalars`: everything else (norm weights, biases, residual/smear/backout scalars, the smear gate);
+        - `matrices`: 2-D weights inside the blocks (value-embedding gates included, as nanochat counts) and
+          the 3-D expert weights;
+        - `scalars`: everything else (norm weights, biases, residual/smear/backout scalars, the smear gate,
+          Mamba's A_log / D / dt_bias / conv);
         - `total`;
-        - `scaling`: nanochat's scaling-law count, `matrices` + the LM head matrix (counted even when tied:
-          it still does the output matmul). Its training horizon is `target_param_data_ratio x scaling`.
+        - `active`: `total` minus the experts a token does not use (E - k routed experts per MoE layer);
+        - `scaling`: nanochat's scaling-law count, the *active* `matrices` + the LM head matrix (counted even
+          when tied: it still does the output matmul). Its training horizon is `target_param_data_ratio x
+          scaling`, so an MoE model is planned by the compute per token, not by its stored size.
         """
         embedding = sum(p.numel() for n, p in self.named_parameters() if n.startswith("model.embed_"))
         value_embeds = sum(p.numel() for p in self.model.value_embeds.parameters()) if self.model.value_embeds else 0
         head = 0 if self.config.tie_word_embeddings else self.lm_head.weight.numel()
         matrices = sum(p.numel() for n, p in self.model.layers.named_parameters() if p.ndim == 2)
+        cfg = self.config  # each MoE layer stores E + S experts and runs k + S of them per token
+        expert_params = sum(p.numel() for m in self.model.layers.modules() if isinstance(m, NanoGPTExperts)
+                            for p in m.parameters())
+        inactive = expert_params * (cfg.num_experts - cfg.num_experts_per_tok) // max(
+            cfg.num_experts + cfg.num_shared_experts, 1)
+        matrices += expert_params
         total = sum(p.numel() for p in self.parameters())
         return dict(embedding=embedding, value_embeds=value_embeds, lm_head=head, matrices=matrices,
-                    scalars=total - embedding - value_embeds - head - matrices, total=total,
-                    scaling=matrices + self.lm_head.weight.numel())
+                    scalars=total - embedding - value_embeds - head - matrices, total=total, active=total - inactive,
+                    scaling=matrices - inactive + self.lm_head.weight.numel())
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs per token, nanochat's convention (PaLM appendix B, arXiv:2204.02311):
-        6 x (parameters that do matmuls, i.e. all but the embedding tables) plus the attention term
-        12 x n_head x head_dim x (keys attended), summed over layers; a sliding-window layer attends
-        to at most its window. `seq_len` defaults to `max_position_embeddings`."""
+        6 x (active parameters that do matmuls, i.e. all but the embedding tables and the experts a token
+        skips) plus the attention term 12 x n_head x head_dim x (keys attended), summed over attention
+        layers; a sliding-window layer attends to at most its window. Mamba layers add no attention term (their
+        scan is linear in T and left out, as the softmax is). `seq_len` defaults to `max_position_embeddings`."""
         cfg = self.config
         seq_len = seq_len or cfg.max_position_embeddings
         counts = self.parameter_counts()
-        matmul_params = counts["total"] - counts["embedding"] - counts["value_embeds"]  # tables are lookups
+        matmul_params = counts["active"] - counts["embedding"] - counts["value_embeds"]  # tables are lookups
         if cfg.tie_word_embeddings:  # the shared table still does the output matmul
             matmul_params += self.lm_head.weight.numel()
-        attn = sum(12 * cfg.num_attention_heads * cfg.head_dim * min(seq_len, w or seq_len) for w in cfg.window_sizes)
+        attn = sum(12 * cfg.num_attention_heads * cfg.head_dim * min(seq_len, w or seq_len)
+                   for w, t in zip(cfg.window_sizes, cfg.layer_types) if t != "linear_attention")
         return 6 * matmul_params + attn
 
     # ------------------------------------------------------------------ conversions

@@ -12,11 +12,16 @@ in exactly one group, asserted):
 | resid           | resid_lambdas                                | scalar_lr x 0.01            | (0.8, 0.95)  | 0.05  |
 | x0              | x0_lambdas                                   | scalar_lr                   | (0.96, 0.95) | 0     |
 | smear           | smear gate, smear_lambda, backout_lambda     | 0.2                         | (0.8, 0.95)  | 0     |
+| router          | MoE router gates (`init_role="router"`)      | 0.005 (nanochat moe3)       | (0.8, 0.95)  | 0     |
+| ssm             | Mamba A_log, D, dt_bias, conv1d, gated norm  | 0.003 (Mamba: 5x GPT-3's)   | (0.9, 0.95)  | 0     |
 | scalar          | norm weights and biases (GPT-2 family only)  | scalar_lr x 0.01            | (0.8, 0.95)  | 0     |
 | adapter         | LoRA A/B matrices (PEFT)                     | lora_lr                     | (0.8, 0.95)  | 0     |
-| matrix (Muon)   | q/k/v/o, MLP, value-embedding gate weights   | matrix_lr x max(1, R/C)^0.5 | -            | sched |
+| matrix (Muon)   | q/k/v/o, MLP, value-embedding gate, Mamba in/out projections, experts (3-D) | matrix_lr x max(1, R/C)^0.5 | - | sched |
 
 All but `matrix` are AdamW groups. Muon's momentum and weight decay are scheduled (hf_nanogpt/schedules.py).
+A 3-D parameter in the Muon group (MoE experts, (E, R, C)) is E matrices: each expert is orthogonalised on
+its own (nanochat moe3), batched with every other (R, C) matrix of the step. The router's per-expert
+balancing bias is a buffer, moved outside the gradient (`hf_nanogpt.moe_nanogpt.moe_step`).
 
 `MuonAdamW` is one `torch.optim.Optimizer` that runs both update rules, so accelerate, LR schedulers,
 checkpoints and `transformers.Trainer` see a single optimizer. A Muon group's `variant` picks the rule:
@@ -172,9 +177,10 @@ class MuonAdamW(torch.optim.Optimizer):
             if group.get("kind") not in ("muon", "adamw"):
                 raise ValueError(f"MuonAdamW: param group {name!r} needs kind='muon' or 'adamw'")
             if group["kind"] == "muon":
-                bad = [tuple(p.shape) for p in group["params"] if p.ndim != 2]
+                bad = [tuple(p.shape) for p in group["params"] if p.ndim not in (2, 3)]
                 if bad:
-                    raise ValueError(f"MuonAdamW: Muon group {name!r} holds non-2-D params {bad}")
+                    raise ValueError(f"MuonAdamW: Muon group {name!r} holds params {bad} that are neither matrices "
+                                     "nor stacks of matrices (2-D or 3-D)")
                 if group.get("variant", variant) not in MUON_VARIANTS:
                     raise ValueError(f"MuonAdamW: Muon group {name!r} has variant={group['variant']!r}; "
                                      f"expected one of {MUON_VARIANTS}")
@@ -205,15 +211,19 @@ class MuonAdamW(torch.optim.Optimizer):
             buf.lerp_(p.grad, 1 - mom)  # M <- M + (1 - m)(G - M), works shard-wise on DTensors
             # Nesterov: U = G + m (M - G)
             updates.append(p.grad.lerp(buf, mom) if nanochat or group["nesterov"] else buf)
-        # Orthogonalise matrices of equal shape together; DTensor shards are gathered first.
+        # Every parameter as a stack of matrices (1, R, C) or (E, R, C); DTensor shards are gathered first.
+        stacks = [u.full_tensor() if is_dtensor(u) else u for u in updates]
+        stacks = [u if u.ndim == 3 else u[None] for u in stacks]
+        directions = [torch.empty_like(u) for u in stacks]
+        # Orthogonalise matrices of equal shape together: (param index, matrix index) pairs by shape.
         by_shape = defaultdict(list)
-        for i, u in enumerate(updates):
-            by_shape[tuple(u.shape)].append(i)
-        for (rows, cols), indices in by_shape.items():
-            full = torch.stack([updates[i].full_tensor() if is_dtensor(updates[i]) else updates[i]
-                                for i in indices])  # (k, R, C)
+        for i, u in enumerate(stacks):
+            by_shape[tuple(u.shape[1:])].extend((i, e) for e in range(u.shape[0]))
+        for (rows, cols), pairs in by_shape.items():
+            full = torch.stack([stacks[i][e] for i, e in pairs])  # (k, R, C)
             if nanochat:
-                moments = [self._second_moment(params[i], rows, cols) for i in indices]
+                moments = [self._second_moment(params[i], rows, cols) for i, _ in pairs]
+                moments = [m[e] if m.ndim == 3 else m for m, (_, e) in zip(moments, pairs)]  # views into the state
                 stacked = torch.stack(moments)  # (k, R, 1) or (k, 1, C)
                 direction = nanochat_muon_direction(full.float(), stacked, group["beta2"], group["ns_steps"],
                                                     self.ns_dtype)
@@ -221,23 +231,27 @@ class MuonAdamW(torch.optim.Optimizer):
                     m.copy_(s)
             else:
                 direction = zeropower_via_newtonschulz(full, steps=group["ns_steps"], dtype=self.ns_dtype)
+            for j, (i, e) in enumerate(pairs):
+                directions[i][e] = direction[j]
+        for p, o in zip(params, directions):
+            rows, cols = p.shape[-2:]
             scale = math.sqrt(max(1.0, rows / cols))  # tall matrices move faster (nanochat, torch "original")
-            for j, i in enumerate(indices):
-                p, o = params[i], direction[j].to(params[i].dtype)
-                if is_dtensor(p):  # keep only this rank's shard of the full update
-                    o = distribute_tensor(o, p.device_mesh, p.placements, src_data_rank=None)
-                if nanochat:  # cautious decay: only where the update and the weight agree in sign
-                    eff = lr * scale
-                    p.sub_(eff * o + (eff * wd) * p * ((o * p) >= 0))
-                else:
-                    p.mul_(1 - lr * wd)
-                    p.add_(o, alpha=-lr * scale)
+            o = o.view(p.shape).to(p.dtype)
+            if is_dtensor(p):  # keep only this rank's shard of the full update
+                o = distribute_tensor(o, p.device_mesh, p.placements, src_data_rank=None)
+            if nanochat:  # cautious decay: only where the update and the weight agree in sign
+                eff = lr * scale
+                p.sub_(eff * o + (eff * wd) * p * ((o * p) >= 0))
+            else:
+                p.mul_(1 - lr * wd)
+                p.add_(o, alpha=-lr * scale)
 
     def _second_moment(self, p: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-        """NorMuon's second moment of `p`: (R, 1) when R >= C else (1, C), float32, whole on every rank."""
+        """NorMuon's second moment of `p`: (R, 1) when R >= C else (1, C), with a leading expert dim for a 3-D
+        parameter, float32, whole on every rank."""
         state = self.state[p]
         if "second_momentum_buffer" not in state:
-            shape = (rows, 1) if rows >= cols else (1, cols)
+            shape = p.shape[:-2] + ((rows, 1) if rows >= cols else (1, cols))
             device = p.to_local().device if is_dtensor(p) else p.device
             state["second_momentum_buffer"] = torch.zeros(shape, dtype=torch.float32, device=device)
         return state["second_momentum_buffer"]
@@ -345,8 +359,11 @@ class Lookahead(torch.optim.Optimizer):
 
 # ----------------------------------------------------------------------------- parameter groups
 
-GROUP_NAMES = ("matrix", "lm_head", "embedding", "value_embedding", "resid", "x0", "smear", "scalar", "adapter")
+GROUP_NAMES = ("matrix", "lm_head", "embedding", "value_embedding", "resid", "x0", "smear", "router", "ssm", "scalar",
+               "adapter")
 SMEAR_LR = 0.2  # nanochat master: fixed, not scaled with the width or the batch size
+ROUTER_LR = 0.005  # nanochat moe3's router lr (AdamW), fixed like the smear lr
+SSM_LR = 0.003  # Mamba's small models trained every parameter with AdamW at 5x GPT-3's lr (6e-4 at 125M)
 
 
 def classify_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -372,6 +389,12 @@ def classify_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parame
                 kind = "lm_head"
             elif role == "smear_gate" or p_name in ("smear_lambda", "backout_lambda"):
                 kind = "smear"
+            elif role == "router":
+                kind = "router"
+            elif role == "ssm":  # Mamba's A_log, D, dt_bias, conv1d and gated-norm weights: never Muon
+                kind = "ssm"
+            elif role == "experts":
+                kind = "matrix"  # (E, R, C): Muon, one expert at a time
             elif p.ndim == 2:
                 kind = "matrix"  # block matrices, the value-embedding gates included (nanochat)
             elif p_name == "x0_lambdas":
@@ -410,6 +433,8 @@ def build_optimizer(model: nn.Module, *, matrix_lr: float = 0.02, embedding_lr: 
         "resid": (scalar_lr * 0.01 * b, (0.8, 0.95), 0.05),
         "x0": (scalar_lr * b, (0.96, 0.95), 0.0),
         "smear": (SMEAR_LR, (0.8, 0.95), 0.0),
+        "router": (ROUTER_LR, (0.8, 0.95), 0.0),
+        "ssm": (SSM_LR, (0.9, 0.95), 0.0),
         "scalar": (scalar_lr * 0.01 * b, (0.8, 0.95), 0.0),
         "adapter": (lora_lr * b, (0.8, 0.95), 0.0),
     }

@@ -63,7 +63,7 @@ class TrainRecipe:
     head_dim: int = _f(128, "width of one attention head")
     max_seq_len: int = _f(2048, "context length in tokens")
     n_kv_head: int = _f(_UNSET, "key/value heads for grouped-query attention; -1 = as many as query heads")
-    window_pattern: str | None = _f(None, "sliding-window layer pattern such as SSSL (S = window, L = full); "
+    window_pattern: str | None = _f(None, "layer pattern such as SSSL or MMML (S = window, L = full, M = Mamba-2); "
                                           "None = the preset's (nanochat: SSSL)")
     sliding_window: int = _f(_UNSET, "window of the S layers in tokens, the current one included; -1 = the "
                                      "preset's rule (nanochat: ceil(T/4/128)*128 + 1)")

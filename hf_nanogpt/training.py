@@ -14,9 +14,11 @@ by `train(stage)`; `run(recipe)` does both and writes the final model. What happ
    last checkpoint stays the last good one) or skips the step (`nan_policy=skip`, at most 10 in a row);
 3. gradients are clipped (`grad_clip`, `grad_clip_mode`: after the all-reduce), the schedules (lr
    multiplier, Muon momentum and weight decay: `hf_nanogpt.schedules.Schedule`) are applied, the
-   optimizer (MuonAdamW, optionally inside Lookahead) steps;
-4. every `log_every` steps a row (loss, lr multiplier, grad norm, tokens/s, MFU) goes to the progress
-   bar, `train_log.jsonl` and the tracker; val bits per byte and perplexity every `eval_every`, CORE every
+   optimizer (MuonAdamW, optionally inside Lookahead) steps; an MoE model then sums its expert loads over
+   processes and moves its bias-balanced routers' biases (`hf_nanogpt.moe_nanogpt.moe_step`, outside the gradient);
+4. every `log_every` steps a row (loss, lr multiplier, grad norm, tokens/s, MFU, per-layer expert load max/mean
+   for MoE models) goes to the progress bar, `train_log.jsonl` and the tracker; val bits per byte and
+   perplexity every `eval_every`, CORE every
    `core_metric_every`, samples every `sample_every`, a checkpoint every `save_every` steps.
 
 Resume (`resume_from=latest` or a checkpoint folder) restores weights, optimizer, RNG and data-loader
@@ -42,6 +44,7 @@ from .clipping import clip_gradients
 from .configuration_nanogpt import NanoGPTConfig
 from .evaluation.distributed import all_reduce_sum
 from .modeling_nanogpt import NanoGPTForCausalLM
+from .moe_nanogpt import moe_step
 from .optim import apply_schedule, parameter_groups_summary
 from .paths import base_dir, resolve_stage
 from .planning import build_stage_optimizer, plan_for_model
@@ -464,6 +467,7 @@ def train(stage: Stage) -> dict:
         apply_schedule(opt, lr_mult, at["momentum"], at["weight_decay"])
         opt.step()
         opt.zero_grad(set_to_none=True)
+        moe = moe_step(model, all_reduce_sum)  # {} without MoE layers; else the expert load per layer
         step += 1
         last_loss = loss
 
@@ -479,7 +483,7 @@ def train(stage: Stage) -> dict:
         if step % r.log_every == 0 or step == plan.num_iterations:
             log(dict(step=step, loss=loss, lr_mult=lr_mult, muon_momentum=at["momentum"],
                      muon_weight_decay=at["weight_decay"], **clip, tokens_per_s=tok_s,
-                     mfu=mfu if math.isfinite(mfu) else None, time_s=train_time))
+                     mfu=mfu if math.isfinite(mfu) else None, time_s=train_time, **moe))
         if due(r.save_every) and step < plan.num_iterations and not r.dry_run:
             _save(stage, step, history)
     bar.close()

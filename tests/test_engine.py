@@ -295,5 +295,20 @@ def test_generate_benchmark_runs_and_checks_parity(capsys):
     assert abs(results["params"]["llama"] - results["params"]["nano"]) / results["params"]["nano"] < 0.02
     out = capsys.readouterr().out
     assert "Llama `generate()` (matched)" in out and "identical (Engine vs `generate()`): yes" in out
+    assert "no Mamba-2 layer" in out  # depth 1: the hybrid's only layer is attention
+
+
+def test_generate_benchmark_measures_the_hybrid_cache():
+    from hf_nanogpt.benchmarks import generate as bench
+    from hf_nanogpt.benchmarks.generate_hybrid import hybrid_report
+
+    args = bench.parse_args(["--depth", "2", "--head_dim", "32", "--vocab_size", "256", "--context", "64",
+                             "--prompt_tokens", "8", "--new_tokens", "8", "--repeats", "1", "--hybrid_pattern", "ML"])
+    out = hybrid_report(args)
+    rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines() if line.startswith("| ")}
+    dense_per_token, hybrid_per_token = (float(rows[m][5].replace(",", "")) for m in ("dense", "hybrid"))
+    # K/V of 2 attention layers vs 1 (width 64, float32): 2 x 2 x 64 x 4 bytes vs half of it
+    assert (dense_per_token, hybrid_per_token) == (2048.0, 1024.0)
+    assert float(rows["hybrid"][6].replace(",", "")) > 0 == float(rows["dense"][6].replace(",", ""))
     with pytest.raises(SystemExit):
         bench.main(["--context", "16", "--prompt_tokens", "10", "--new_tokens", "10"])

@@ -30,7 +30,7 @@ class _Vocab:
 def test_recipe_folder_holds_the_documented_recipes():
     names = {p.stem for p in RECIPES}
     assert {"tiny", "tiny-mid", "tiny-sft", "d12", "d20", "d24", "d26", "d32", "gpt2-124m", "shakespeare-char",
-            "d20-mid", "d20-sft"} <= names
+            "d20-mid", "d20-sft", "tiny-moe", "tiny-hybrid", "d20-moe"} <= names
     assert {p.stem for p in LAUNCH_CONFIGS} >= {"single_gpu", "ddp_8gpu", "fsdp2_8gpu", "multinode_2x8"}
 
 
@@ -48,6 +48,14 @@ def test_every_recipe_loads_and_validates(path):
             assert (config.hidden_size, config.num_attention_heads) == (1280, 10)
         if path.stem == "gpt2-124m":
             assert config.tie_word_embeddings and config.position_embedding == "learned"
+        if path.stem in ("tiny-moe", "d20-moe"):  # iso active MLP width: (k + shared) x expert width ~ 4d
+            active = (config.num_experts_per_tok + config.num_shared_experts) * config.moe_intermediate_size
+            assert config.mlp_layer_types == ["moe"] * config.num_hidden_layers
+            assert abs(active - 4 * config.hidden_size) / (4 * config.hidden_size) < 0.03
+        if path.stem == "d20-moe":  # nanochat moe3: 8 experts, top-2 + 1 shared, sigmoid router, bias balancing
+            assert (config.num_experts, config.moe_intermediate_size % 128, config.moe_balancing) == (8, 0, "bias")
+        if path.stem == "tiny-hybrid":  # attention every 4th layer
+            assert config.layer_types == ["linear_attention"] * 3 + ["full_attention"]
     else:
         assert recipe.mixture and recipe.init_from
 

@@ -199,9 +199,13 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path, corpus, tiny_tokenizer_di
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_accumulation(tmp_path, corpus, tiny_tokenizer_dir):
-    """accelerate launch --num_processes 2 (gloo, CPU) x micro-batch B == 1 process x 2 micro-batches of B."""
-    common = [f"--tokenizer={tiny_tokenizer_dir}", f"--train_data={corpus}", "--depth=2", "--aspect_ratio=32",
+@pytest.mark.parametrize("arch", [[], pytest.param(
+    ["--window_pattern=ML", '--model_config={"num_experts": 4, "mamba_head_dim": 16, "mamba_state_size": 8, '
+     '"router_activation": "sigmoid", "moe_balancing": "bias"}'], marks=pytest.mark.slow)], ids=["dense", "moe_hybrid"])
+def test_two_processes_match_one_process_with_accumulation(tmp_path, corpus, tiny_tokenizer_dir, arch):
+    """accelerate launch --num_processes 2 (gloo, CPU) x micro-batch B == 1 process x 2 micro-batches of B
+    (for MoE: expert loads summed over processes, so both runs move the balancing biases alike)."""
+    common = [*arch, f"--tokenizer={tiny_tokenizer_dir}", f"--train_data={corpus}", "--depth=2", "--aspect_ratio=32",
               "--head_dim=32", "--max_seq_len=64", "--device_batch_size=2", "--total_batch_size=256",
               "--num_iterations=4", "--eval_every=2", "--eval_tokens=512", "--dtype=float32", "--seed=3",
               "--grad_clip_mode=per_layer", "--grad_clip=0.001"]  # clipping after the all-reduce, in both runs
@@ -334,3 +338,25 @@ def test_latest_always_names_a_complete_checkpoint(tmp_path, corpus, tiny_tokeni
     (root / "latest").write_text("step_000002")  # a resume from an older checkpoint re-saves it ...
     stage.checkpointer.save(1, stage.model, stage.tokenizer, stage.optimizer, {}, {})
     assert (root / "latest").read_text() == "step_000001" and (root / "step_000001").is_dir()  # ... and keeps it
+
+
+def test_moe_hybrid_resumes_bitwise_and_logs_expert_load(tmp_path, corpus, tiny_tokenizer_dir):
+    """A Mamba-2 + attention model with bias-balanced MoE MLPs: the router biases (buffers, moved after each
+    step) and the SSM parameters resume exactly; the log carries the per-layer expert load."""
+    arch = dict(window_pattern="ML", model_config={"num_experts": 4, "num_shared_experts": 1, "mamba_head_dim": 16,
+                                                   "mamba_state_size": 8, "router_activation": "sigmoid",
+                                                   "moe_balancing": "bias", "router_aux_loss_coef": 0.0})
+    straight = tmp_path / "straight"
+    run(recipe(straight, corpus, tiny_tokenizer_dir, **arch))
+    cut = tmp_path / "cut"
+    run(recipe(cut, corpus, tiny_tokenizer_dir, max_steps_per_run=4, **arch))
+    run(recipe(cut, corpus, tiny_tokenizer_dir, resume_from="latest", **arch))
+    assert losses(cut / "base") == losses(straight / "base")
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(straight / "base" / "model.safetensors"), load_file(cut / "base" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert wa["model.layers.0.mlp.router.expert_bias"].abs().sum() > 0  # the balancing moved it
+    rows = [json.loads(line) for line in (straight / "base" / "train_log.jsonl").read_text().splitlines()]
+    loads = [r["moe_load_max_over_mean"] for r in rows if "moe_load_max_over_mean" in r]
+    assert loads and all(len(v) == 2 and all(x >= 1.0 for x in v) for v in loads)

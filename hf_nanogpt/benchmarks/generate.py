@@ -34,6 +34,7 @@ import torch
 from ..configuration_nanogpt import NanoGPTConfig
 from ..engine import ChatTokens, Engine
 from ..modeling_nanogpt import NanoGPTForCausalLM
+from . import generate_hybrid
 from .inference import VARIANTS, format_rows, parse_variant, run_variants
 
 
@@ -55,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="auto: bfloat16 on cuda, float32 elsewhere")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hybrid_pattern", default="MMML", help="layer pattern of the hybrid (generate_hybrid.py)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (0: torch's default). One thread is the default: a model "
                              "this small decodes faster on one, and on a busy machine OpenMP threads waiting "
@@ -202,9 +204,11 @@ def main(argv: list[str] | None = None) -> dict:
     threads = torch.get_num_threads()
     try:
         results = run(args)
+        hybrid = generate_hybrid.hybrid_report(args)  # the Mamba-2 hybrid vs this dense model, same threads
     finally:  # `--threads` is for this benchmark only (it may run inside another process, e.g. a test)
         torch.set_num_threads(threads)
     print(format_report(results, args))
+    print(hybrid)
     if "variants" in results:
         name = args.model or f"random NanoGPT depth {args.depth}"
         print("\n" + format_rows(results["variants"], args.new_tokens, results["threads"], name))
