@@ -21,6 +21,7 @@ and `.configuration_nanogpt`.
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .compat_nanogpt import CACHE_NAME, cache_kwargs, check_transformers_version, pick_cache, positions_from_mask
 from .configuration_nanogpt import NanoGPTConfig
+from .loss_nanogpt import causal_lm_loss, fused_causal_lm_loss, shift_targets
 
 check_transformers_version()  # a clear warning at load on an untested transformers release
 
@@ -44,14 +46,15 @@ check_transformers_version()  # a clear warning at load on an untested transform
 
 
 class NanoGPTRMSNorm(nn.Module):
-    """Parameter-free RMSNorm (nanochat): x / rms(x), computed in float32 for stability."""
+    """Parameter-free RMSNorm (nanochat): x / rms(x). `F.rms_norm` accumulates in float32 for bf16 input
+    itself, so no float32 copy of x (and none back) is made."""
 
     def __init__(self, eps: float):
         super().__init__()
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x.float(), (x.size(-1),), eps=self.eps).type_as(x)
+        return F.rms_norm(x, (x.size(-1),), eps=self.eps)
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}"
@@ -441,6 +444,14 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_kwargs(cache if use_cache else None))
 
 
+@dataclass
+class NanoGPTCausalLMOutput(CausalLMOutputWithPast):
+    """`CausalLMOutputWithPast` plus `loss_terms`: each part of `loss` (`ce`, then the extra terms of
+    `loss_terms`), detached 0-d tensors that sum to `loss`."""
+
+    loss_terms: dict[str, torch.Tensor] | None = None
+
+
 class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
     """NanoGPT with a language-modelling head; the class `AutoModelForCausalLM` resolves to."""
 
@@ -474,15 +485,22 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
+        skip_logits: bool = False,
+        loss_terms: dict[str, float] | None = None,
         **kwargs,
-    ) -> CausalLMOutputWithPast:
+    ) -> "NanoGPTCausalLMOutput":
         """Logits (B, T', V) for the kept positions, and the mean cross-entropy when targets are given.
 
         Targets come either as `labels` (Hugging Face convention: aligned with `input_ids`, shifted
         here) or as `shift_labels` (nanoGPT convention: already the next token at each position).
         `-100` marks ignored targets. `num_items_in_batch` in kwargs turns the mean into a sum divided
         by that count, which makes gradient accumulation over uneven micro-batches exact.
+        `loss_terms` adds terms of `loss_nanogpt.LOSS_TERMS` with their coefficients, e.g.
+        `{"z_loss": 1e-4}`; `loss_terms` in the output holds each part of the loss. `skip_logits=True`
+        (training) computes the loss without materialising logits (`logits` is then None): the fused,
+        blocked head + softcap + cross-entropy of `loss_nanogpt.fused_causal_lm_loss`.
         """
+        num_items = kwargs.pop("num_items_in_batch", None)  # the loss's divisor, not a trunk argument
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -498,22 +516,27 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
             hidden_states = hidden_states[:, -logits_to_keep:] if logits_to_keep > 0 else hidden_states
         else:
             hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states)  # (B, T', V)
-        if self.config.final_logit_softcapping is not None:
-            cap = self.config.final_logit_softcapping  # soft cap (Gemma 2 / nanochat), in float32
-            logits = cap * torch.tanh(logits.float() / cap)
-
-        loss = None
-        if labels is not None or shift_labels is not None:
-            if shift_labels is not None:  # a slice such as row[:, 1:] is not viewable as (-1,)
-                shift_labels = shift_labels.contiguous()
-            loss = self.loss_function(logits, labels, self.vocab_size, shift_labels=shift_labels, **kwargs)
-        return CausalLMOutputWithPast(
+        targets = shift_labels if shift_labels is not None else (shift_targets(labels) if labels is not None else None)
+        cap = self.config.final_logit_softcapping
+        logits = loss = parts = None
+        if skip_logits:  # head + softcap + loss in blocks, no (B, T, V) logits (loss_nanogpt.py)
+            if targets is None:
+                raise ValueError("skip_logits=True needs labels or shift_labels: it only computes the loss")
+            loss, parts = fused_causal_lm_loss(hidden_states, self.lm_head.weight, targets, num_items, loss_terms,
+                                               softcap=cap, vocab_size=self.vocab_size)
+        else:
+            logits = self.lm_head(hidden_states)  # (B, T', V)
+            if cap is not None:  # soft cap (Gemma 2 / nanochat), in float32
+                logits = cap * torch.tanh(logits.float() / cap)
+            if targets is not None:
+                loss, parts = causal_lm_loss(logits, targets, num_items, loss_terms, vocab_size=self.vocab_size)
+        return NanoGPTCausalLMOutput(
             loss=loss,
             logits=logits,
             **cache_kwargs(getattr(outputs, CACHE_NAME)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            loss_terms=parts,
         )
 
     # ------------------------------------------------------------------ accounting
