@@ -76,9 +76,10 @@ def shift_targets(labels: torch.Tensor) -> torch.Tensor:
 
 
 def _count(num_items, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The loss's divisor as a 0-d tensor of the loss dtype: `num_items`, or the number of counted targets."""
+    """The loss's divisor as a 0-d tensor of the loss dtype: `num_items`, or the number of counted targets
+    (0 when none: the mean is then NaN, as `F.cross_entropy`'s and transformers' `ForCausalLMLoss`)."""
     if num_items is None:
-        return mask.sum().clamp(min=1).to(dtype)
+        return mask.sum().to(dtype)
     if torch.is_tensor(num_items):
         return num_items.to(device=mask.device, dtype=dtype)
     return torch.tensor(float(num_items), device=mask.device, dtype=dtype)

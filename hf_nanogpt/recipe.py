@@ -63,6 +63,12 @@ class TrainRecipe:
     mixture: list = _f([], "chat task mixture for mid/sft: list of {task, split, repeat, stop} (JSON on the CLI)")
     val_mixture: list = _f([], "validation task mixture for mid/sft; [] = none")
     sft_packing: Literal["pad", "pack"] = _f("pad", "SFT batching: pad each conversation, or pack several per row")
+    packing: Literal["continue", "crop", "stream"] = _f(
+        "continue", "pretraining rows: continue = best fit, a document that does not fit continues in later rows "
+        "(nothing dropped); crop = nanochat's best fit that crops it; stream = nanoGPT's contiguous stream")
+    seq_len_warmup_steps: int = _f(0, "pretraining: steps over which the row length grows linearly from "
+                                      "seq_len_start to max_seq_len (same tokens per step, more rows); 0 = off")
+    seq_len_start: int = _f(64, "row length at step 0 of the sequence-length warmup (seq_len_warmup_steps > 0)")
     num_proc: int | None = _f(None, "processes for tokenization (datasets.map num_proc)")
     # --- batch sizes
     device_batch_size: int = _f(32, "sequences per device per micro-step")
@@ -85,6 +91,10 @@ class TrainRecipe:
     muon_momentum_warmup_steps: int = _f(300, "steps of linear Muon momentum warmup")
     grad_clip: float = _f(1.0, "clip the global gradient norm to this value; 0 = no clipping")
     init_lr_frac: float = _f(1.0, "scale every peak lr by this (nanochat: 1.0 for mid-training, 0.02 for SFT)")
+    # --- loss terms (hf_nanogpt.loss_nanogpt.LOSS_TERMS), added to the cross-entropy and logged apart
+    z_loss_coef: float = _f(0.0, "coefficient of PaLM's z-loss, mean log(Z)^2 of the softmax (PaLM: 1e-4); 0 = off")
+    label_smoothing: float = _f(0.0, "label smoothing epsilon (as F.cross_entropy's); 0 = off")
+    loss_terms: dict = _f({}, "other terms of loss_nanogpt.LOSS_TERMS with their coefficients, e.g. {my_term: 0.01}")
     # --- LoRA (SFT through PEFT)
     lora_r: int = _f(0, "LoRA rank; 0 = full fine-tuning")
     lora_alpha: int = _f(16, "LoRA alpha")
@@ -138,6 +148,41 @@ class TrainRecipe:
             raise ValueError(f"recipe key init_from is unset: stage {self.stage!r} starts from an earlier checkpoint")
         if self.lora_r < 0:
             raise ValueError(f"recipe key lora_r={self.lora_r} is invalid: expected >= 0")
+        self._validate_data_and_loss()
+
+    def _validate_data_and_loss(self) -> None:
+        if self.seq_len_warmup_steps < 0:
+            raise ValueError(f"recipe key seq_len_warmup_steps={self.seq_len_warmup_steps} is invalid: expected >= 0")
+        if self.seq_len_warmup_steps > 0:
+            if self.stage != "base":
+                raise ValueError(f"recipe key seq_len_warmup_steps={self.seq_len_warmup_steps} is for pretraining "
+                                 f"(stage base); stage {self.stage!r} batches whole conversations")
+            if not 8 <= self.seq_len_start <= self.max_seq_len:
+                raise ValueError(f"recipe key seq_len_start={self.seq_len_start} is invalid: expected a value in "
+                                 f"[8, max_seq_len={self.max_seq_len}]")
+            if (self.device_batch_size * self.max_seq_len) % 8:
+                raise ValueError(f"recipe keys device_batch_size x max_seq_len = {self.device_batch_size} x "
+                                 f"{self.max_seq_len} must be a multiple of 8 for the sequence-length warmup")
+        if self.z_loss_coef < 0:
+            raise ValueError(f"recipe key z_loss_coef={self.z_loss_coef} is invalid: expected >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"recipe key label_smoothing={self.label_smoothing} is invalid: expected a value in [0, 1)")
+        from .loss_nanogpt import LOSS_TERMS
+
+        for name, coef in self.loss_terms.items():
+            if name in ("z_loss", "label_smoothing"):
+                raise ValueError(f"recipe key loss_terms names {name!r}: set it with its own key "
+                                 f"({'z_loss_coef' if name == 'z_loss' else 'label_smoothing'})")
+            if name not in LOSS_TERMS:
+                raise ValueError(f"recipe key loss_terms names an unknown term {name!r}; terms of "
+                                 f"hf_nanogpt.loss_nanogpt.LOSS_TERMS: {', '.join(LOSS_TERMS)}")
+            if not isinstance(coef, (int, float)) or isinstance(coef, bool):
+                raise ValueError(f"recipe key loss_terms: the coefficient of {name!r} is {coef!r}; expected a number")
+
+    def loss_term_coefficients(self) -> dict[str, float]:
+        """The extra loss terms with a non-zero coefficient (what the training loop passes to the model)."""
+        terms = {"z_loss": self.z_loss_coef, "label_smoothing": self.label_smoothing, **self.loss_terms}
+        return {name: float(coef) for name, coef in terms.items() if coef}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

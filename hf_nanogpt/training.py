@@ -148,9 +148,10 @@ def _stage_data(recipe: TrainRecipe, tokenizer, rank: int, world: int):
             raise ValueError(f"recipe key val_data is unset but train_data={recipe.train_data!r} is sliced; name "
                              "the held-out part explicitly, e.g. val_data: input.txt[90%:]")
         train = build_pretrain_loader(recipe.train_data, tokenizer, B, T, "train", rank=rank, world_size=world,
-                                      seed=recipe.seed, num_proc=recipe.num_proc)
+                                      seed=recipe.seed, num_proc=recipe.num_proc, packing=recipe.packing)
         val = build_pretrain_loader(recipe.val_data or recipe.train_data, tokenizer, B, T, "val", rank=rank,
-                                    world_size=world, seed=recipe.seed, num_proc=recipe.num_proc)
+                                    world_size=world, seed=recipe.seed, num_proc=recipe.num_proc,
+                                    packing=recipe.packing)
         return train, val, None
     from .data.sft import build_sft_loader
     from .tasks.mixture import build_mixture
@@ -165,6 +166,36 @@ def _stage_data(recipe: TrainRecipe, tokenizer, rank: int, world: int):
                                num_proc=recipe.num_proc)
     # an epoch, in row tokens over all processes (what derive_plan divides by total_batch_size)
     return train, val, train.num_batches(0) * B * world * T
+
+
+def row_len_at(stage_or_recipe, step: int) -> int:
+    """The training row length at `step` (`max_seq_len`, or the sequence-length warmup's)."""
+    from .data.pretrain import curriculum_seq_len
+
+    r = getattr(stage_or_recipe, "recipe", stage_or_recipe)
+    return curriculum_seq_len(step, r.seq_len_start, r.max_seq_len, r.seq_len_warmup_steps,
+                              r.device_batch_size * r.max_seq_len)
+
+
+def _curriculum_flops(plan: TrainingPlan, recipe: TrainRecipe, model) -> None:
+    """Under a sequence-length warmup the attention FLOPs per token follow the row length: total FLOPs are
+    summed over the steps, and a `target_flops` horizon gets the number of steps that reaches it (the
+    tokens per step, hence the horizon in tokens, stay as derived)."""
+    cache: dict[int, int] = {}
+
+    def step_flops(step: int) -> float:
+        t = row_len_at(recipe, step)
+        if t not in cache:
+            cache[t] = model.flops_per_token(t)
+        return float(cache[t]) * plan.total_batch_size
+
+    if plan.horizon_source == "target_flops":
+        steps, done = 0, 0.0
+        while done < recipe.target_flops:
+            done += step_flops(steps)
+            steps += 1
+        plan.num_iterations, plan.total_tokens = steps, steps * plan.total_batch_size
+    plan.total_flops = sum(step_flops(s) for s in range(plan.num_iterations))
 
 
 def _tokenizer_folder(recipe: TrainRecipe, accelerator: Accelerator) -> Path:
@@ -246,6 +277,8 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
     counts = base.parameter_counts()
     matmul_params = counts["total"] - counts["embedding"]
     plan = derive_plan(recipe, base.flops_per_token(recipe.max_seq_len), matmul_params, world, tokens_per_epoch)
+    if recipe.seq_len_warmup_steps > 0:
+        _curriculum_flops(plan, recipe, base)
     optimizer = build_optimizer(model, matrix_lr=recipe.matrix_lr, embedding_lr=recipe.embedding_lr,
                                 unembedding_lr=recipe.unembedding_lr, scalar_lr=recipe.scalar_lr,
                                 lora_lr=recipe.lora_lr, weight_decay=recipe.weight_decay,
@@ -352,6 +385,11 @@ def train(stage: Stage) -> dict:
     stop_at = plan.num_iterations if r.max_steps_per_run < 0 else min(plan.num_iterations,
                                                                           step + r.max_steps_per_run)
     tokens_done = 0  # real tokens processed by this run (padding excluded)
+    loss_terms = r.loss_term_coefficients()  # extra terms of loss_nanogpt.LOSS_TERMS, logged apart
+    curriculum = r.seq_len_warmup_steps > 0
+    flops_per_token = {r.max_seq_len: plan.flops_per_token}  # by row length (attention depends on it)
+    base_model = acc.unwrap_model(model)
+    base_model = base_model.get_base_model() if hasattr(base_model, "get_base_model") else base_model
     # In a log file (not a terminal) redraw the bar every 30 s instead of at every step.
     bar = tqdm(total=plan.num_iterations, initial=step, disable=not acc.is_main_process, desc=r.stage,
                dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
@@ -376,6 +414,9 @@ def train(stage: Stage) -> dict:
             timer = time.perf_counter()
 
         # ---- one optimizer step over grad_accum_steps micro-batches
+        row_len = row_len_at(r, step) if curriculum else r.max_seq_len
+        if curriculum:  # shorter rows, more of them: the same tokens per micro-batch
+            stage.train_loader.set_row_len(row_len)
         micro = [next(data) for _ in range(plan.grad_accum_steps)]
         # global supervised targets and real (non-padding) tokens of this step, in one collective
         counts = torch.stack([sum((b["shift_labels"] != -100).sum() for b in micro),
@@ -383,17 +424,21 @@ def train(stage: Stage) -> dict:
                                   b["input_ids"].numel()) for b in micro)]).to(acc.device)
         n_items, step_tokens = all_reduce_sum(counts).unbind()
         n_items = n_items.clamp(min=1)
-        loss_sum = torch.zeros((), device=acc.device)
+        # [loss, ce, *terms] summed over micro-batches (each already divided by the global count)
+        sums = torch.zeros(2 + len(loss_terms), device=acc.device)
         for i, batch in enumerate(micro):
             sync = acc.no_sync(model) if i < len(micro) - 1 else contextlib.nullcontext()
             with sync:
                 with acc.autocast():
-                    out = model(**_model_inputs(batch, acc.device), num_items_in_batch=n_items)
+                    # skip_logits: the fused head + softcap + loss of loss_nanogpt.py, no (B, T, V) logits
+                    out = model(**_model_inputs(batch, acc.device), num_items_in_batch=n_items, skip_logits=True,
+                                loss_terms=loss_terms or None)
                 # out.loss = this micro-batch's summed loss / global count; DDP averages over processes
                 acc.backward(out.loss * acc.num_processes)
-            loss_sum += out.loss.detach()
-            del out  # release the (B, T, V) logits before the next micro-batch's forward
-        loss = all_reduce_sum(loss_sum).item()
+            sums += torch.stack([out.loss.detach(), *(out.loss_terms[k] for k in ("ce", *loss_terms))]).float()
+            del out
+        sums = all_reduce_sum(sums).tolist()
+        loss, parts = sums[0], dict(zip(("ce", *loss_terms), sums[1:]))
         if not math.isfinite(loss):
             opt.zero_grad(set_to_none=True)
             skipped += 1
@@ -430,15 +475,26 @@ def train(stage: Stage) -> dict:
         train_time += elapsed
         tokens_done += int(step_tokens)
         tok_s = int(step_tokens) / max(elapsed, 1e-9)
-        mfu = plan.flops_per_token * tok_s / (stage.peak_flops * acc.num_processes)
+        if row_len not in flops_per_token:
+            flops_per_token[row_len] = base_model.flops_per_token(row_len)
+        mfu = flops_per_token[row_len] * tok_s / (stage.peak_flops * acc.num_processes)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
         if step % r.log_every == 0 or step == plan.num_iterations:
-            log(dict(step=step, loss=loss, lr_mult=lr_mult, grad_norm=float(grad_norm), tokens_per_s=tok_s,
-                     mfu=mfu if math.isfinite(mfu) else None, time_s=train_time))
+            row = dict(step=step, loss=loss, lr_mult=lr_mult, grad_norm=float(grad_norm), tokens_per_s=tok_s,
+                       mfu=mfu if math.isfinite(mfu) else None, time_s=train_time)
+            if loss_terms:  # each part's share of the loss: ce + terms == loss
+                row |= {f"loss_{k}": v for k, v in parts.items()}
+            if curriculum:
+                row["seq_len"] = row_len
+            log(row)
         if due(r.save_every) and step < plan.num_iterations and not r.dry_run:
             _save(stage, step, history)
     bar.close()
+    data_stats = stage.train_loader.stats
+    if acc.is_main_process and "cropped_fraction" in data_stats:
+        logger.info("train data: %s packing, %.1f%% of the tokens read were cropped, %d rows in epoch %d",
+                    data_stats["packing"], 100 * data_stats["cropped_fraction"], data_stats["rows"], data_stats["epoch"])
     finished = step >= plan.num_iterations
     if finished:
         _evaluate(stage, step, history, log)
@@ -446,7 +502,7 @@ def train(stage: Stage) -> dict:
             _core(stage, step, history, log)
     elif not r.dry_run:  # stopped early on purpose (max_steps_per_run): leave a resumable checkpoint
         _save(stage, step, history)
-    return dict(step=step, finished=finished, loss=last_loss, train_time_s=train_time,
+    return dict(step=step, finished=finished, loss=last_loss, train_time_s=train_time, data=data_stats,
                 tokens_per_s=(tokens_done / train_time) if train_time else None,
                 val_bpb=history["val_bpb"][-1][1] if history["val_bpb"] else None,
                 min_val_bpb=min((v for _, v in history["val_bpb"]), default=None), history=history)
@@ -520,7 +576,8 @@ def finalize(stage: Stage, summary: dict) -> Path | None:
                        "train_time_s": summary["train_time_s"], "flops_per_token": stage.plan.flops_per_token,
                        "depth": model.config.num_hidden_layers, "width": model.config.hidden_size,
                        "world_size": acc.num_processes, "peak_flops": stage.peak_flops_source,
-                       "lora_r": r.lora_r})
+                       "lora_r": r.lora_r}
+                      | {k: summary["data"][k] for k in ("packing", "cropped_fraction") if k in summary["data"]})
     acc.wait_for_everyone()
     return stage.output_dir
 
