@@ -202,15 +202,20 @@ def classify_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parame
 def build_optimizer(model: nn.Module, *, matrix_lr: float = 0.02, embedding_lr: float = 0.2,
                     unembedding_lr: float = 0.004, scalar_lr: float = 0.5, lora_lr: float = 1e-3,
                     weight_decay: float = 0.0, betas: tuple[float, float] = (0.8, 0.95),
-                    momentum: float = 0.95, lr_scale: float = 1.0, width: int | None = None) -> MuonAdamW:
+                    momentum: float = 0.95, lr_scale: float = 1.0, width: int | None = None,
+                    matrix_optimizer: str = "muon") -> MuonAdamW:
     """The nanochat optimizer for `model`. `lr_scale` multiplies every lr (e.g. SFT's init_lr_frac).
 
-    Each group records its peak lr as `initial_lr`, which the LR schedule multiplies.
+    `matrix_optimizer="adamw"` is nanoGPT's optimizer instead: AdamW for the block matrices too (same
+    groups and lrs), `weight_decay` on every 2-D tensor (matrices, embeddings, head) and none on the
+    vectors. Each group records its peak lr as `initial_lr`, which the LR schedule multiplies.
     """
+    if matrix_optimizer not in ("muon", "adamw"):
+        raise ValueError(f"matrix_optimizer={matrix_optimizer!r} is invalid: expected 'muon' or 'adamw'")
     width = width or model.config.hidden_size
     adam_scale = (width / 768) ** -0.5  # AdamW lrs were tuned at width 768
     spec = {
-        "matrix": ("muon", matrix_lr),
+        "matrix": (matrix_optimizer, matrix_lr),
         "embedding": ("adamw", embedding_lr * adam_scale),
         "lm_head": ("adamw", unembedding_lr * adam_scale),
         "x0": ("adamw", scalar_lr),
@@ -224,7 +229,8 @@ def build_optimizer(model: nn.Module, *, matrix_lr: float = 0.02, embedding_lr: 
         kind, lr = spec[name]
         lr *= lr_scale
         group = dict(name=name, kind=kind, params=[p for _, p in params], lr=lr, initial_lr=lr)
-        group["weight_decay"] = weight_decay if kind == "muon" else 0.0
+        decayed = kind == "muon" or (matrix_optimizer == "adamw" and name in ("matrix", "embedding", "lm_head"))
+        group["weight_decay"] = weight_decay if decayed else 0.0
         if name == "x0":
             group["betas"] = (0.96, betas[1])
         param_groups.append(group)

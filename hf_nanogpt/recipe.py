@@ -83,7 +83,9 @@ class TrainRecipe:
     unembedding_lr: float = _f(0.004, "AdamW lr of the LM head")
     matrix_lr: float = _f(0.02, "Muon lr of the 2-D matrices inside the blocks")
     scalar_lr: float = _f(0.5, "AdamW lr of scalars and vectors (residual lambdas, norm weights, biases)")
-    weight_decay: float = _f(0.0, "decoupled weight decay of the Muon matrices")
+    weight_decay: float = _f(0.0, "decoupled weight decay of the Muon matrices (optimizer adamw: of every 2-D tensor)")
+    optimizer: Literal["muon", "adamw"] = _f(
+        "muon", "muon = Muon for the block matrices + AdamW for the rest (nanochat); adamw = AdamW for all (nanoGPT)")
     adam_beta1: float = _f(0.8, "AdamW beta1")
     adam_beta2: float = _f(0.95, "AdamW beta2")
     muon_momentum: float = _f(0.95, "Muon momentum after warmup")

@@ -114,19 +114,24 @@ def mixed_precision(recipe: TrainRecipe) -> str:
     return {"bfloat16": "bf16", "float16": "fp16", "float32": "no"}[recipe.dtype]
 
 
-# Dense bf16 peaks (no sparsity) of common accelerators, FLOP/s.
-_GPU_PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "4090": 165e12,
-              "3090": 71e12, "V100": 125e12}
+# Dense bf16 peaks (no sparsity) of common accelerators, FLOP/s; the first name found in the device name
+# wins, so the PCIe H100 (lower clocks) is listed before the SXM part.
+GPU_PEAKS = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "GH200": 989e12, "B200": 2250e12,
+             "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "4090": 165e12, "3090": 71e12, "V100": 125e12}
+
+
+def gpu_peak_flops(name: str) -> tuple[float, str]:
+    """(dense bf16 peak FLOP/s, description) of a GPU from its `torch.cuda.get_device_name`; nan if unknown."""
+    for key, peak in GPU_PEAKS.items():
+        if key in name:
+            return peak, f"{name}: {peak / 1e12:.0f} TFLOP/s dense bf16 (datasheet)"
+    return float("nan"), f"{name}: peak unknown, MFU not reported"
 
 
 def device_peak_flops(device: torch.device) -> tuple[float, str]:
     """(peak FLOP/s of one device, where the number comes from) for MFU."""
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in _GPU_PEAKS.items():
-            if key in name:
-                return peak, f"{name}: {peak / 1e12:.0f} TFLOP/s dense bf16 (datasheet)"
-        return float("nan"), f"{name}: peak unknown, MFU not reported"
+        return gpu_peak_flops(torch.cuda.get_device_name(device))
     # CPU: no datasheet; measure what a large float32 matmul reaches here (a ceiling in practice).
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     a @ b
@@ -283,7 +288,8 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
                                 unembedding_lr=recipe.unembedding_lr, scalar_lr=recipe.scalar_lr,
                                 lora_lr=recipe.lora_lr, weight_decay=recipe.weight_decay,
                                 betas=(recipe.adam_beta1, recipe.adam_beta2), momentum=recipe.muon_momentum,
-                                lr_scale=recipe.init_lr_frac, width=base.config.hidden_size)
+                                lr_scale=recipe.init_lr_frac, width=base.config.hidden_size,
+                                matrix_optimizer=recipe.optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)
     if recipe.compile:
         model = torch.compile(model)

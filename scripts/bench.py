@@ -5,7 +5,8 @@ here are noisy, ratios from one run are comparable.
 
     python scripts/bench.py tokenizer   # BPE training and encoding vs rustbpe / tiktoken
     python scripts/bench.py data        # tokenize-and-pack throughput, cropped fraction, packer vs linear scan
-    python scripts/bench.py train       # training step vs transformers' LlamaForCausalLM + AdamW
+    python scripts/bench.py train       # training step vs transformers' LlamaForCausalLM + AdamW (eager, compiled)
+    python scripts/bench.py quality     # shakespeare-char-cpu vs nanoGPT's CPU recipe: bpb and wall time
     python scripts/bench.py generate    # engine vs model.generate() vs LlamaForCausalLM
     python scripts/bench.py all         # all of the above
     python scripts/bench.py NAME --help # options of one benchmark
@@ -15,7 +16,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ("tokenizer", "data", "train", "generate")
+BENCHMARKS = ("tokenizer", "data", "train", "generate", "quality")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,8 @@ Tokens per second, MFU and peak memory of a full training step (forward, backwar
 
 Each runs eager and under `torch.compile` (`--compile eager|compiled|both`), and with `--fp8` our model
 also with torchao's float8 training (every block Linear; the head stays bf16; CUDA with compute
-capability >= 8.9; `pip install torchao`, the `fp8` extra). MFU uses nanochat's convention for every
+capability >= 8.9; `pip install torchao`, the `fp8` extra; compiled, as torchao intends, unless
+`--compile eager`). MFU uses nanochat's convention for every
 contender: 6 x (parameters that do matmuls) + 12 x heads x head_dim x seq_len x layers FLOPs per token,
 over the dense bf16 peak of the GPU (`hf_nanogpt.training.GPU_PEAKS`, H100/H200 included), or a
 measured float32 matmul rate on a CPU; FP8 runs are reported against the same bf16 peak (as nanochat).
@@ -68,6 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="CPU threads for torch (0: torch's default). One by default: on a shared machine "
                              "OpenMP threads waiting for each other make 2-thread steps erratic")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--dry_run", action="store_true",
+                        help="print the contenders, sizes and FLOPs per token (models built on the meta device), "
+                             "run nothing")
     args = parser.parse_args(argv)
     if args.preset:
         args.depth, args.head_dim, args.vocab_size, args.seq_len, args.batch = PRESETS[args.preset]
@@ -86,8 +90,8 @@ def contenders(args) -> list[tuple[str, bool, bool]]:
     runs = [(BASELINE, False, False)]
     runs += [(m, c, False) for c in modes for m in args.models
              if (m, c, False) not in runs and (not c or m in ("nanogpt+muon", BASELINE))]
-    if args.fp8:
-        runs += [("nanogpt+muon", c, True) for c in modes]
+    if args.fp8:  # float8 pays off compiled (torchao fuses its casts there); eager only if nothing is compiled
+        runs.append(("nanogpt+muon", modes[-1], True))
     return runs
 
 
@@ -100,8 +104,8 @@ def llama_flops_per_token(model, seq_len: int) -> int:
     return 6 * matmul_params + c.num_hidden_layers * 12 * c.num_attention_heads * c.head_dim * seq_len
 
 
-def build(kind: str, args):
-    """(model, optimizer, FLOPs per token) of one contender, on the device, in train mode."""
+def build(kind: str, args, device=None):
+    """(model, optimizer, FLOPs per token) of one contender, on `device` (default `--device`), in train mode."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from ..configuration_nanogpt import NanoGPTConfig
@@ -120,7 +124,7 @@ def build(kind: str, args):
             num_key_value_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim,
             max_position_embeddings=cfg.max_position_embeddings, tie_word_embeddings=False))
         flops = llama_flops_per_token(model, args.seq_len)
-    model = model.to(args.device).train()
+    model = model.to(device or args.device).train()
     if kind == "nanogpt+muon":
         opt = build_optimizer(model)
     else:
@@ -194,9 +198,32 @@ def _worker(run: tuple[str, bool, bool], args, queue) -> None:
                    flops_per_token=flops_per_token, warmup_s=warmup_s))
 
 
+def mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float) -> float:
+    """Model FLOPs utilisation: achieved model FLOP/s over the device's peak."""
+    return flops_per_token * tokens_per_s / peak_flops
+
+
 def label(run: tuple[str, bool, bool]) -> str:
     kind, compiled, fp8 = run
     return kind + (" fp8" if fp8 else "") + (" compiled" if compiled else "")
+
+
+def dry_run(args) -> str:
+    """The plan of a run without running it: contenders, parameters, FLOPs per token, the MFU peak."""
+    from ..training import device_peak_flops
+
+    device = torch.device(args.device)
+    peak = device_peak_flops(device)[1] if device.type == "cpu" or torch.cuda.is_available() else \
+        f"{args.device} absent here: the GPU's entry of hf_nanogpt.training.GPU_PEAKS"
+    lines = [f"train benchmark plan: depth {args.depth}, head_dim {args.head_dim}, batch {args.batch} x {args.seq_len}, "
+             f"vocab {args.vocab_size}, {args.device}; MFU peak: {peak}"]
+    for r in contenders(args):
+        with torch.device("meta"):
+            model, _, flops = build(r[0], args, device="meta")
+        params = sum(p.numel() for p in model.parameters())
+        lines.append(f"  {label(r):<28} {params:>14,} params {flops:>16,} FLOPs/token "
+                     f"{flops * args.batch * args.seq_len / 1e12:>9.2f} TFLOP/step")
+    return "\n".join(lines)
 
 
 def run(args) -> dict[str, dict]:
@@ -215,7 +242,7 @@ def run(args) -> dict[str, dict]:
             if proc.exitcode != 0 or queue.empty():
                 raise RuntimeError(f"bench train: the {label(r)} worker failed (exit code {proc.exitcode}); see above")
             result = queue.get()
-            result["mfu"] = result["flops_per_token"] * result["tokens_per_s"] / peak
+            result["mfu"] = mfu(result["flops_per_token"], result["tokens_per_s"], peak)
             if label(r) not in best or result["tokens_per_s"] > best[label(r)]["tokens_per_s"]:
                 best[label(r)] = result
     best["_peak"] = {"flops": peak, "source": peak_source}
@@ -244,6 +271,9 @@ def format_report(best: dict, args) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     args = parse_args(argv)
+    if args.dry_run:
+        print(dry_run(args))
+        return {}
     best = run(args)
     print(format_report(best, args))
     if args.json:
