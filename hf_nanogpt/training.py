@@ -485,7 +485,7 @@ def train(stage: Stage) -> dict:
             flops_per_token[row_len] = base_model.flops_per_token(row_len)
         mfu = flops_per_token[row_len] * tok_s / (stage.peak_flops * acc.num_processes)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)  # drawn at tqdm's own pace
         if step % r.log_every == 0 or step == plan.num_iterations:
             row = dict(step=step, loss=loss, lr_mult=lr_mult, grad_norm=float(grad_norm), tokens_per_s=tok_s,
                        mfu=mfu if math.isfinite(mfu) else None, time_s=train_time)

@@ -27,7 +27,7 @@ class _Vocab:
 def test_recipe_folder_holds_the_documented_recipes():
     names = {p.stem for p in RECIPES}
     assert {"tiny", "tiny-mid", "tiny-sft", "d12", "d20", "d26", "d32", "gpt2-124m", "shakespeare-char",
-            "d20-mid", "d20-sft"} <= names
+            "shakespeare-char-cpu", "shakespeare-char-cpu-nanogpt", "d20-mid", "d20-sft"} <= names
     assert {p.stem for p in LAUNCH_CONFIGS} >= {"single_gpu", "ddp_8gpu", "fsdp2_8gpu", "multinode_2x8"}
 
 
@@ -39,7 +39,7 @@ def test_every_recipe_loads_and_validates(path):
         with torch.device("meta"):
             model = NanoGPTForCausalLM(config)
         counts = model.parameter_counts()
-        world = 1 if path.stem.startswith("tiny") or path.stem == "shakespeare-char" else 8
+        world = 1 if path.stem.startswith(("tiny", "shakespeare-char")) else 8
         plan = derive_plan(recipe, model.flops_per_token(recipe.max_seq_len), counts["total"] - counts["embedding"],
                            world_size=world)
         assert plan.num_iterations > 0 and plan.grad_accum_steps >= 1
@@ -48,6 +48,9 @@ def test_every_recipe_loads_and_validates(path):
             assert 8e9 < plan.total_tokens < 9.5e9 and plan.grad_accum_steps == 1
         if path.stem == "gpt2-124m":
             assert config.tie_word_embeddings and config.position_embedding == "learned"
+        if path.stem == "shakespeare-char-cpu-nanogpt":  # nanoGPT's CPU run: 4 x 128, 2000 steps of 12 x 64
+            assert recipe.optimizer == "adamw" and recipe.packing == "stream" and plan.total_tokens == 2000 * 768
+            assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (4, 128, 4)
     else:
         assert recipe.mixture and recipe.init_from
 
