@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 RECIPE ?= tiny
 PYTEST_ARGS ?=
 
-.PHONY: install install-browser test test-fast test-compat test-hf-common speedrun bench clean
+.PHONY: install install-browser install-sandbox test test-fast test-compat test-hf-common speedrun bench clean
 
 $(VENV)/bin/python:
 	$(BOOT_PYTHON) -m venv $(VENV)
@@ -29,7 +29,14 @@ install-browser:
 	  if [ "$$(id -u)" = "0" ]; then apt-get update -q && apt-get install -y -q --no-install-recommends chromium chromium-driver; \
 	  else echo "note: chromium/chromedriver missing and not root: the browser test will be skipped"; fi; }
 
-install: .install.stamp install-browser
+# Debian bubblewrap: the HumanEval sandbox's namespaces (hf_nanogpt/evaluation/sandbox.py); needs root.
+# Without it the sandbox falls back to a weaker level and says so in every result.
+install-sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ]; then apt-get update -q && apt-get install -y -q --no-install-recommends bubblewrap; \
+	  else echo "note: bubblewrap missing and not root: the code sandbox runs at a weaker isolation level"; fi; }
+
+install: .install.stamp install-browser install-sandbox
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -55,7 +62,7 @@ test-compat: install
 	  --target .compat/$(COMPAT_TRANSFORMERS) "transformers==$(COMPAT_TRANSFORMERS)" "huggingface_hub>=1.5,<2"
 	PYTHONPATH=.compat/$(COMPAT_TRANSFORMERS) $(PY) -m pytest -q -p no:cacheprovider \
 	  tests/test_modeling_nanogpt.py tests/test_configuration_nanogpt.py tests/test_compat_nanogpt.py \
-	  tests/test_engine.py
+	  tests/test_cache_nanogpt.py tests/test_convert_nanochat.py tests/test_engine.py
 
 # transformers' own common model tests (ModelTesterMixin) for the installed release: its sdist is fetched
 # from PyPI into .hf_tests/ (see tests/hf_common/fetch.py). Our pytest options (strict markers) are not

@@ -6,6 +6,7 @@ The model's text is untrusted, so nothing here calls `eval`/`exec`. The expressi
 
 - number literals (int, float; not bool, not complex) and string literals;
 - `+ - * / // % **` between numbers, unary `+`/`-`, parentheses (they are just nesting in the AST);
+  `x`/`×`/`·` between numbers mean `*`, `÷` means `/`, `−` means `-` (written as people write them);
 - `+` between strings, `*` between a string and an int (both size-checked);
 - `"...".count("...")`: the one method call, on a string, with one string argument.
 
@@ -17,6 +18,8 @@ token stream).
 
     >>> use_calculator("1,234 * 2")
     '2468'
+    >>> use_calculator("12x34")
+    '408'
     >>> use_calculator('"strawberry".count("r")')
     '3'
     >>> use_calculator("__import__('os')") is None
@@ -38,6 +41,11 @@ DEFAULT_TIME_LIMIT = 1.0  # seconds
 
 # Digit-group separators ("1,234,567") that models copy from text; stripped only outside strings.
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# Multiplication and division as people write them ("12 x 34", "12×34", "7 ÷ 2", "5 − 3"), so a model can
+# copy the user's expression into the call as written; rewritten only outside strings.
+_TIMES_LETTER = re.compile(r"(?<=[\d)])\s*[xX]\s*(?=[\d(])")
+_HEX = re.compile(r"(?<![\w.])0[xX][0-9a-fA-F]")
+_SYMBOLS = str.maketrans({"×": "*", "·": "*", "÷": "/", "−": "-"})
 
 _BINARY_OPS = {
     ast.Add: operator.add,
@@ -164,10 +172,13 @@ class _Evaluator:
 
 
 def _normalise(expr: str) -> str:
-    """Strip surrounding whitespace; drop digit-group commas when the expression has no strings."""
+    """Strip surrounding whitespace; when the expression has no strings, drop digit-group commas and
+    read `x`, `×`, `·` as `*`, `÷` as `/` and `−` as `-`."""
     expr = expr.strip()
     if "'" not in expr and '"' not in expr:
-        expr = _THOUSANDS.sub("", expr)
+        expr = _THOUSANDS.sub("", expr).translate(_SYMBOLS)
+        if not _HEX.search(expr):  # 0x10 stays a hexadecimal literal
+            expr = _TIMES_LETTER.sub(" * ", expr)
     return expr
 
 

@@ -9,13 +9,15 @@ Layout of a stage folder (`out/base`, ...):
         latest                     name of the newest complete checkpoint (replaced atomically)
         step_000200/               loadable with AutoModelForCausalLM like the final folder, plus
             trainer_state/meta.json           step, plan, metric history
-            trainer_state/optimizer.pt        optimizer state (parameter names, not ids, as keys)
+            trainer_state/optimizer.pt        optimizer state (+ Lookahead slow weights, `lookahead_slow`)
             trainer_state/rank_00000.pt       RNG states and data-loader state of each process
 
 Atomicity: a checkpoint is written into `step_N.tmp-*` and renamed into place only when every
 process has finished writing; `latest` is then replaced with a rename too. A crash or kill at any
 moment leaves the previous checkpoint and `latest` intact (at worst a `.tmp-*` folder, removed by the
-next save). Retention keeps the newest `keep` step checkpoints.
+next save). Retention keeps the newest `keep` (>= 1) step checkpoints and never the one `latest` names.
+The final model folder is written through a temporary folder and renames, `config.json` last
+(`publish_folder`), so a crash never leaves new weights under an old config.
 """
 
 import json
@@ -67,12 +69,45 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# The file whose presence makes a folder loadable (`from_pretrained` reads it first): moved in last.
+_COMMIT_FILES = ("config.json", "adapter_config.json")
+_WEIGHT_FILES = ("model*.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "*.bin")
+
+
 def save_model_folder(folder: Path, model, tokenizer, state_dict: dict | None = None) -> None:
-    """`save_pretrained` of the model (remote code + auto_map included) and the tokenizer into `folder`."""
+    """`save_pretrained` of the model (remote code + auto_map included) and the tokenizer into `folder`,
+    through a temporary folder and renames (`publish_folder`): a crash at any moment leaves either a
+    complete model or a folder without `config.json`, never new weights with an old config."""
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+    for stale in folder.glob(".save.tmp-*"):  # left by a crash during an earlier save
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = folder / f".save.tmp-{os.getpid()}"
+    model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
     if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
+        tokenizer.save_pretrained(tmp)
+    publish_folder(tmp, folder)
+
+
+def publish_folder(tmp: Path, folder: Path) -> None:
+    """Move every file of `tmp` into `folder`, then remove `tmp`. The old commit file (`config.json`, or
+    `adapter_config.json` for adapters) goes first and the new one comes last, so a reader sees the old
+    model, no model, or the complete new one; weight files of an older save that this one does not
+    have (other shard names) are removed before the commit."""
+    names = sorted(p.name for p in tmp.iterdir())
+    commit = next((c for c in _COMMIT_FILES if c in names), None)
+    for c in _COMMIT_FILES:
+        (folder / c).unlink(missing_ok=True)
+    for pattern in _WEIGHT_FILES:
+        for stale in folder.glob(pattern):
+            if stale.name not in names:
+                stale.unlink()
+    for name in [n for n in names if n != commit] + ([commit] if commit else []):
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(tmp / name, target)
+    tmp.rmdir()
 
 
 class Checkpointer:
@@ -88,9 +123,16 @@ class Checkpointer:
         self.accelerator = accelerator
         self.keep = keep
 
+    def latest(self) -> Path | None:
+        """The checkpoint `latest` names, or None before the first save."""
+        pointer = self.root / "latest"
+        return self.root / pointer.read_text().strip() if pointer.exists() else None
+
     # ------------------------------------------------------------------ save
     def save(self, step: int, model, tokenizer, optimizer, loader_state: dict, meta: dict) -> Path:
         acc = self.accelerator
+        if self.keep < 1:  # keeping none would delete the checkpoint `latest` is about to name
+            raise ValueError(f"keep_checkpoints={self.keep}: at least 1 checkpoint must be kept when saving")
         final = self.root / f"step_{step:06d}"
         tmp = self.root / f"step_{step:06d}.tmp-save"
         if _is_sharded(model):  # FSDP2: gather full state dicts (collective: every rank must call it)
@@ -123,9 +165,12 @@ class Checkpointer:
         return final
 
     def _prune(self) -> None:
+        """Keep the newest `keep` step checkpoints, and always the one `latest` names."""
         steps = sorted(p for p in self.root.glob("step_*") if p.is_dir() and ".tmp-" not in p.name)
-        for old in steps[:-self.keep] if self.keep > 0 else steps:
-            shutil.rmtree(old, ignore_errors=True)
+        latest = self.latest()
+        for old in steps[:-self.keep]:
+            if latest is None or old.name != latest.name:
+                shutil.rmtree(old, ignore_errors=True)
 
     # ------------------------------------------------------------------ load
     def resolve(self, resume_from: str) -> Path:
@@ -163,7 +208,8 @@ class Checkpointer:
         if set(missing) - tied or unexpected:
             raise RuntimeError(f"checkpoint {path} does not match the model: missing={sorted(missing)[:5]} "
                                f"unexpected={sorted(unexpected)[:5]}")
-        optim_sd = torch.load(path / STATE_DIR / "optimizer.pt", weights_only=False)
+        # tensors, numbers and strings only (Lookahead's slow weights included): no code is unpickled
+        optim_sd = torch.load(path / STATE_DIR / "optimizer.pt", weights_only=True)
         if _is_sharded(model):
             set_optimizer_state_dict(model, optimizer, optim_state_dict=optim_sd,
                                      options=StateDictOptions(full_state_dict=True))

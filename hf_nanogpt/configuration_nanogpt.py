@@ -1,12 +1,24 @@
 """NanoGPT configuration: one config for the nanochat family and the nanoGPT / GPT-2 family.
 
-The defaults are nanochat's GPT: rotary positions, parameter-free RMSNorm (also right after the token
-embedding), QK-norm, ReLU^2 MLP, no biases, untied embedding and head, logit softcap 15, per-layer
-residual scalars, optional grouped-query attention and a sliding-window layer pattern. The GPT-2
-family (learned absolute positions, LayerNorm with bias, GELU, tied embeddings, dropout) is the same
-class with other values; see `NanoGPTConfig.gpt2()`.
+Three presets (`PRESETS`), each a set of field values:
 
-Model size comes from one knob, `depth`, through `NanoGPTConfig.from_depth` (nanochat's rule).
+- `"nanochat"` (`NanoGPTConfig.nanochat()`): nanochat's GPT as of its master (92d63d4, 2026-07): rotary
+  positions with base 100000, parameter-free RMSNorm (also after the token embedding), QK-norm with a 1.2
+  scale, ReLU^2 MLP, no biases, untied embedding and head, vocabulary padded to a multiple of 64, logit
+  softcap 15, per-layer residual scalars, smear, value embeddings, backout, the "SSSL" window pattern and
+  nanochat's init table.
+- `"nanochat_jan2026"` (`NanoGPTConfig.nanochat_jan2026()`): the January-2026 layout (nanochat 184d4c1):
+  the same minus smear, value embeddings, backout and the QK scale, rotary base 10000, its init table.
+- `"gpt2"` (`NanoGPTConfig.gpt2()`): nanoGPT / GPT-2 (learned positions, LayerNorm with bias, GELU, tied
+  embeddings, dropout).
+
+The class defaults (`NanoGPTConfig()`) are the January-2026 layout without vocabulary padding or windows:
+what this package built before the nanochat-master features existed. They stay that way on purpose:
+a saved `config.json` has no entry for a field added later, so every new switch must default to "off"
+for old checkpoints to keep their logits (`tests/golden/nanogpt_76ee8d1` proves it).
+
+Model size comes from one knob, `depth`, through `NanoGPTConfig.from_depth` (nanochat's rule), which
+starts from a preset (`"nanochat"` unless told otherwise).
 
 This file travels as remote code next to saved checkpoints: it imports only the standard library and
 transformers, and never relies on the `hf_nanogpt` package being installed.
@@ -17,7 +29,12 @@ from transformers import PreTrainedConfig
 _NORM_TYPES = ("rmsnorm", "layernorm")
 _ACTIVATIONS = ("relu2", "gelu", "gelu_tanh", "swiglu")
 _POSITION_EMBEDDINGS = ("rope", "learned")
-_INIT_SCHEMES = ("nanochat", "gpt2")
+_INIT_SCHEMES = ("nanochat", "nanochat_jan2026", "gpt2")
+
+# nanochat's fixed widths: the smear gate reads the first 24 channels of the normed embedding, the
+# value-embedding gates the first 12 of the block input (both are cheap "which token is this" probes).
+SMEAR_GATE_CHANNELS = 24
+VE_GATE_CHANNELS = 12
 
 # nanoGPT names -> Hugging Face standard names, so `config.n_layer` etc. keep working.
 _ATTRIBUTE_MAP = {
@@ -43,7 +60,10 @@ class NanoGPTConfig(PreTrainedConfig):
     Fields (standard Hugging Face names; nanoGPT aliases `n_layer`, `n_head`, `n_kv_head`, `n_embd`,
     `block_size`/`sequence_len` map onto them):
 
-    - `vocab_size`: number of token ids (nanochat pads its 32768/65536 BPE vocabularies to a multiple of 64).
+    - `vocab_size`: number of token ids: the tokenizer's size; the logits have this many columns.
+    - `pad_vocab_size_to`: the token embedding, value embeddings and LM head get `padded_vocab_size` rows
+      (`vocab_size` rounded up to this multiple; nanochat 64, for faster matmuls); the logits are cropped
+      back to `vocab_size` before the softcap, so the padding rows are never predicted. 1 = no padding.
     - `hidden_size`: model width (nanochat `n_embd`).
     - `num_hidden_layers`: number of transformer blocks (nanochat `depth` / `n_layer`).
     - `num_attention_heads`: query heads.
@@ -54,28 +74,38 @@ class NanoGPTConfig(PreTrainedConfig):
     - `max_position_embeddings`: context length the model is trained for (size of the learned position
       table; RoPE can run past it but quality is not promised).
     - `position_embedding`: `"rope"` (rotary, nanochat) or `"learned"` (absolute table, GPT-2).
-    - `rope_theta`: rotary base frequency (nanochat uses 10000; larger bases suit long contexts).
+    - `rope_theta`: rotary base frequency (nanochat master 100000, January 2026 10000).
     - `norm_type`: `"rmsnorm"` (parameter-free, nanochat) or `"layernorm"` (affine, GPT-2).
     - `norm_eps`: epsilon of the normalisation layers.
     - `embedding_norm`: normalise token embeddings before the first block (nanochat yes, GPT-2 no).
     - `qk_norm`: normalise queries and keys per head after the rotary embedding (nanochat).
+    - `qk_scale`: multiply the normalised queries and keys each by this (nanochat master 1.2, so the
+      attention logits are 1.44x sharper than plain QK-norm); 1.0 = off.
     - `hidden_act`: MLP nonlinearity: `"relu2"` (ReLU squared, nanochat), `"gelu"` (exact),
       `"gelu_tanh"` (GPT-2's tanh approximation) or `"swiglu"` (gated, Llama-style).
     - `bias`: biases in every Linear and LayerNorm (GPT-2 yes, nanochat no).
     - `tie_word_embeddings`: share the token embedding with the LM head (GPT-2 yes, nanochat no).
     - `final_logit_softcapping`: `c * tanh(logits / c)` on the output logits; `None` disables it.
     - `residual_scalars`: learnable per-layer scalars `x = resid_lambda[i] * x + x0_lambda[i] * x0`
-      that mix the normalised input embedding `x0` back in before each block (nanochat). They are
-      optimised by AdamW with their own learning rate (`scalar_lr`).
+      that mix the normalised input embedding `x0` (after smear) back in before each block (nanochat).
+    - `smear`: after the embedding norm, `x[t] += smear_lambda * sigmoid(W @ x[t, :24]) * x[t-1]` (nanochat
+      master; a cheap bigram feature). Decoding keeps the previous token's normed embedding in the cache.
+    - `value_embeddings`: ResFormer value embeddings (arXiv:2410.17897) on layers `i % 2 == (L - 1) % 2`:
+      an embedding table per such layer whose row of each token is added to the values,
+      `v += 3 * sigmoid(W_gate @ x[:12]) * ve(input_ids)` per key/value head (nanochat master).
+    - `backout`: keep the residual stream after block `L // 2` and subtract `backout_lambda` times it
+      after the last block, before the final norm (nanochat master).
     - `dropout`: dropout on embeddings, attention probabilities and residual branches (nanoGPT).
     - `window_pattern`: sliding-window layer pattern tiled over the depth, `"L"` = full attention,
       `"S"` = sliding window, e.g. `"SSSL"`; the last layer is always full. `None` = every layer full.
     - `sliding_window`: window of the `"S"` layers in tokens, counting the current token (HF
-      convention); defaults to half of `max_position_embeddings` as in nanochat.
+      convention). Default: nanochat master's rule, `ceil(T / 4 / 128) * 128` tokens to the left plus the
+      current one (T = `max_position_embeddings`; 769 at 2048, 129 at 512).
     - `layer_types`: derived from `window_pattern`; one of `"full_attention"` / `"sliding_attention"`
       per layer (read by transformers' caches and masks).
-    - `init_scheme`: `"nanochat"` (see the table in `NanoGPTPreTrainedModel._init_weights`) or
-      `"gpt2"` (normal(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)).
+    - `init_scheme`: `"nanochat"` (master), `"nanochat_jan2026"` (see the table in
+      `NanoGPTPreTrainedModel._init_weights`) or `"gpt2"` (normal(0, 0.02), residual projections scaled by
+      1/sqrt(2 * n_layer)).
     - `initializer_range`: std of the `"gpt2"` scheme.
     - `bos_token_id`, `eos_token_id`, `pad_token_id`: special ids (set from the tokenizer).
     - `use_cache`: return a KV cache from `forward` by default (used by `generate`).
@@ -97,6 +127,7 @@ class NanoGPTConfig(PreTrainedConfig):
     }
 
     vocab_size: int = 32768
+    pad_vocab_size_to: int = 1
     hidden_size: int = 768
     num_hidden_layers: int = 12
     num_attention_heads: int = 6
@@ -110,16 +141,20 @@ class NanoGPTConfig(PreTrainedConfig):
     norm_eps: float = 1e-6
     embedding_norm: bool = True
     qk_norm: bool = True
+    qk_scale: float = 1.0
     hidden_act: str = "relu2"
     bias: bool = False
     tie_word_embeddings: bool = False
     final_logit_softcapping: float | None = 15.0
     residual_scalars: bool = True
+    smear: bool = False
+    value_embeddings: bool = False
+    backout: bool = False
     dropout: float = 0.0
     window_pattern: str | None = None
     sliding_window: int | None = None
     layer_types: list[str] | None = None
-    init_scheme: str = "nanochat"
+    init_scheme: str = "nanochat_jan2026"
     initializer_range: float = 0.02
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -137,7 +172,7 @@ class NanoGPTConfig(PreTrainedConfig):
             self.intermediate_size = 4 * self.hidden_size
         if self.window_pattern is not None:
             if self.sliding_window is None:
-                self.sliding_window = max(1, self.max_position_embeddings // 2)
+                self.sliding_window = nanochat_sliding_window(self.max_position_embeddings)
             self.layer_types = _layer_types_from_pattern(self.window_pattern, self.num_hidden_layers)
         elif self.layer_types is None:
             self.layer_types = ["full_attention"] * self.num_hidden_layers
@@ -171,6 +206,15 @@ class NanoGPTConfig(PreTrainedConfig):
         if self.position_embedding == "rope":
             need(self.head_dim % 2 == 0, "head_dim", "an even number (rotary embeddings rotate pairs)")
         need(self.rope_theta > 0, "rope_theta", "a positive number")
+        need(isinstance(self.pad_vocab_size_to, int) and self.pad_vocab_size_to > 0, "pad_vocab_size_to",
+             "a positive integer (1 = no padding)")
+        need(self.qk_scale > 0, "qk_scale", "a positive number (1.0 = off)")
+        if self.smear:
+            need(self.hidden_size >= SMEAR_GATE_CHANNELS, "hidden_size",
+                 f"at least {SMEAR_GATE_CHANNELS} when smear=True (the smear gate reads that many channels)")
+        if self.value_embeddings:
+            need(self.hidden_size >= VE_GATE_CHANNELS, "hidden_size",
+                 f"at least {VE_GATE_CHANNELS} when value_embeddings=True (the gates read that many channels)")
         need(self.norm_type in _NORM_TYPES, "norm_type", f"one of {_NORM_TYPES}")
         need(self.norm_eps > 0, "norm_eps", "a positive number")
         need(self.hidden_act in _ACTIVATIONS, "hidden_act", f"one of {_ACTIVATIONS}")
@@ -188,12 +232,43 @@ class NanoGPTConfig(PreTrainedConfig):
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_depth(cls, depth: int, aspect_ratio: int = 64, head_dim: int = 128, **overrides) -> "NanoGPTConfig":
+    def from_preset(cls, preset: str, **overrides) -> "NanoGPTConfig":
+        """A config of one of the families in `PRESETS` ("nanochat", "nanochat_jan2026", "gpt2"),
+        with `overrides` on top."""
+        if preset not in PRESETS:
+            raise ValueError(f"NanoGPTConfig: preset={preset!r} is unknown: expected one of {sorted(PRESETS)}")
+        fields = {**PRESETS[preset], **overrides}
+        if preset == "nanochat_jan2026" and fields.get("window_pattern") and fields.get("sliding_window") is None:
+            # nanochat 184d4c1 gave its "S" layers half the context to the left, plus the current token
+            fields["sliding_window"] = fields.get("max_position_embeddings", 2048) // 2 + 1
+        return cls(**fields)
+
+    @classmethod
+    def nanochat(cls, **overrides) -> "NanoGPTConfig":
+        """nanochat master's GPT (92d63d4, 2026-07): every feature of the module docstring on, at d12 size
+        unless overridden (prefer `from_depth`)."""
+        return cls.from_preset("nanochat", **overrides)
+
+    @classmethod
+    def nanochat_jan2026(cls, **overrides) -> "NanoGPTConfig":
+        """nanochat's January-2026 GPT (184d4c1): no smear, value embeddings, backout or QK scale, rotary
+        base 10000, its init table; an "S" window (if a `window_pattern` is given) of T // 2 + 1 tokens."""
+        return cls.from_preset("nanochat_jan2026", **overrides)
+
+    @classmethod
+    def gpt2(cls, **overrides) -> "NanoGPTConfig":
+        """The nanoGPT / GPT-2 family: learned positions, LayerNorm with bias, GELU (tanh), tied
+        embeddings, no QK-norm, no softcap, GPT-2 init. Defaults are GPT-2 small (124M)."""
+        return cls.from_preset("gpt2", **overrides)
+
+    @classmethod
+    def from_depth(cls, depth: int, aspect_ratio: int = 64, head_dim: int = 128, preset: str = "nanochat",
+                   **overrides) -> "NanoGPTConfig":
         """nanochat's sizing rule: one knob, `depth`, sizes the whole model.
 
         1. width = depth * aspect_ratio (64), rounded up to a whole number of `head_dim` (128) heads;
         2. heads = width / head_dim;
-        3. everything else keeps the nanochat defaults unless overridden (`vocab_size`,
+        3. everything else comes from `preset` (default: nanochat master) unless overridden (`vocab_size`,
            `max_position_embeddings`, `num_key_value_heads`, `window_pattern`, ...).
 
         `from_depth(20)` is nanochat's d20 speedrun model (width 1280, 10 heads); `from_depth(26)`
@@ -206,27 +281,56 @@ class NanoGPTConfig(PreTrainedConfig):
         fields = dict(num_hidden_layers=depth, hidden_size=width, num_attention_heads=width // head_dim,
                       head_dim=head_dim)
         fields.update(overrides)
-        return cls(**fields)
-
-    @classmethod
-    def gpt2(cls, **overrides) -> "NanoGPTConfig":
-        """The nanoGPT / GPT-2 family: learned positions, LayerNorm with bias, GELU (tanh), tied
-        embeddings, no QK-norm, no softcap, GPT-2 init. Defaults are GPT-2 small (124M)."""
-        fields = dict(
-            vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-            max_position_embeddings=1024, position_embedding="learned", norm_type="layernorm",
-            norm_eps=1e-5, embedding_norm=False, qk_norm=False, hidden_act="gelu_tanh", bias=True,
-            tie_word_embeddings=True, final_logit_softcapping=None, residual_scalars=False,
-            init_scheme="gpt2",
-        )
-        fields.update(overrides)
-        return cls(**fields)
+        return cls.from_preset(preset, **fields)
 
     # ------------------------------------------------------------------ derived
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the token embedding, value embeddings and LM head: `vocab_size` rounded up to a
+        multiple of `pad_vocab_size_to`."""
+        m = self.pad_vocab_size_to
+        return -(-self.vocab_size // m) * m
+
     @property
     def window_sizes(self) -> list[int | None]:
         """Attention window per layer in tokens (current token included); `None` = full causal."""
         return [self.sliding_window if t == "sliding_attention" else None for t in self.layer_types]
+
+    @property
+    def value_embedding_layers(self) -> list[int]:
+        """Layers with a value embedding: alternating, the last layer always included (nanochat)."""
+        if not self.value_embeddings:
+            return []
+        last = self.num_hidden_layers - 1
+        return [i for i in range(self.num_hidden_layers) if i % 2 == last % 2]
+
+    @property
+    def backout_layer(self) -> int | None:
+        """The block whose output `backout` subtracts at the end (`L // 2`), or None."""
+        return self.num_hidden_layers // 2 if self.backout else None
+
+
+def nanochat_sliding_window(max_seq_len: int) -> int:
+    """nanochat master's short window in HF terms: ceil(T / 4 / 128) * 128 tokens to the left (a whole
+    number of FlashAttention-3 tiles) plus the current token (HF's `sliding_window` counts it)."""
+    return -(-max_seq_len // 4 // 128) * 128 + 1
+
+
+# torch's default RMSNorm eps for float32 (`torch.finfo(torch.float32).eps`), which nanochat's
+# `F.rms_norm(x, (d,))` uses; our norms compute in float32, so it is the eps that applies.
+TORCH_FLOAT32_EPS = 2.0**-23
+
+# The families, as field values on top of the class defaults (the January-2026 layout, unpadded).
+PRESETS: dict[str, dict] = {
+    "nanochat": dict(pad_vocab_size_to=64, rope_theta=100000.0, qk_scale=1.2, smear=True, value_embeddings=True,
+                     backout=True, window_pattern="SSSL", norm_eps=TORCH_FLOAT32_EPS, init_scheme="nanochat"),
+    "nanochat_jan2026": dict(pad_vocab_size_to=64, norm_eps=TORCH_FLOAT32_EPS, init_scheme="nanochat_jan2026"),
+    "gpt2": dict(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                 max_position_embeddings=1024, position_embedding="learned", norm_type="layernorm",
+                 norm_eps=1e-5, embedding_norm=False, qk_norm=False, hidden_act="gelu_tanh", bias=True,
+                 tie_word_embeddings=True, final_logit_softcapping=None, residual_scalars=False,
+                 init_scheme="gpt2"),
+}
 
 
 def _layer_types_from_pattern(pattern: str, num_layers: int) -> list[str]:
@@ -242,4 +346,4 @@ def _layer_types_from_pattern(pattern: str, num_layers: int) -> list[str]:
     return types
 
 
-__all__ = ["NanoGPTConfig"]
+__all__ = ["NanoGPTConfig", "PRESETS", "nanochat_sliding_window"]

@@ -111,9 +111,11 @@ def sample_next_token(
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
     logits = logits.float()
-    if temperature == 0.0:
+    if temperature < torch.finfo(torch.float32).tiny:  # 0, or so small it would round to 0 in float32: greedy
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    # shift so the largest logit is 0 before dividing: a tiny temperature (1e-300) then sends the others
+    # to -inf instead of the maximum to +inf (inf - inf would make the softmax NaN)
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))

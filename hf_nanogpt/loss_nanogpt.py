@@ -118,7 +118,7 @@ def causal_lm_loss(logits: torch.Tensor, targets: torch.Tensor, num_items=None, 
 
 
 # ----------------------------------------------------------------------------- the fused path
-def _chunk_rows(rows: int, width: int, vocab: int, device: torch.device) -> int:
+def chunk_rows(rows: int, width: int, vocab: int, device: torch.device) -> int:
     """Positions per block. CPU: about 2^21 float32 logits (8 MiB, the size that measured fastest at
     vocab 8192 on the 2-core build machine: blocks that fit the last-level cache, matmuls still large).
     GPU: blocks whose logits are about as large as the hidden states (Liger-Kernel's rule), so a few
@@ -240,7 +240,7 @@ def fused_causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         raise ValueError(f"fused loss: {h.shape[0]} positions of hidden states but {y.shape[0]} targets")
     V = vocab_size or weight.shape[0]
     terms = active_terms(terms)
-    chunk = chunk_size or _chunk_rows(h.shape[0], d, V, h.device)
+    chunk = chunk_size or chunk_rows(h.shape[0], d, V, h.device)
     mask = y != IGNORE_INDEX
     n = _count(num_items, mask, torch.promote_types(h.dtype, torch.float32))
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):

@@ -1,275 +1,50 @@
 """NanoGPT: nanochat's GPT (and nanoGPT's GPT-2) as a Hugging Face `PreTrainedModel`.
 
-Notable features (nanochat defaults, each switchable in `NanoGPTConfig`):
-- rotary position embeddings, no position table (`position_embedding="learned"` gives GPT-2's table)
-- QK-norm: queries and keys RMS-normalised per head after the rotary rotation
+Notable features (nanochat master with `NanoGPTConfig.nanochat()` / `from_depth`, each a config switch):
+- rotary position embeddings with base 100000, no position table (`position_embedding="learned"`: GPT-2)
+- QK-norm: queries and keys RMS-normalised per head after the rotary rotation, then scaled by 1.2
 - parameter-free RMSNorm, also right after the token embedding (`norm_type="layernorm"` for GPT-2)
-- ReLU^2 MLP, 4x wide (GELU and SwiGLU are alternatives)
-- no biases, untied token embedding and LM head, logits soft-capped at 15 (`c * tanh(x / c)`)
+- smear: a gated share of the previous token's normed embedding is added to each token's
 - per-layer residual scalars: `x = resid_lambda[i] * x + x0_lambda[i] * x0` before block i
-- grouped-query attention (`num_key_value_heads`) and a sliding-window layer pattern ("SSSL")
+- value embeddings (ResFormer) on alternating layers, gated per key/value head
+- ReLU^2 MLP, 4x wide (GELU and SwiGLU are alternatives)
+- grouped-query attention (`num_key_value_heads`) and a sliding-window layer pattern ("SSSL", last layer full)
+- backout: the residual stream after block L // 2, scaled, is subtracted before the final norm
+- no biases, untied token embedding and LM head, vocabulary padded to a multiple of 64 (logits cropped
+  back), logits soft-capped at 15 in float32 (`c * tanh(x / c)`)
 
 The Hugging Face contract: attention through `ALL_ATTENTION_FUNCTIONS` (eager, sdpa, flex, flash),
-`Cache` objects (dynamic, static, sliding layers), `generate()`, `CausalLMOutputWithPast`, `labels`
-with -100 ignored, `logits_to_keep`, gradient checkpointing, `output_hidden_states` /
-`output_attentions`. Architecture variants are picked once, when modules are built (the small
-`_make_*` factories below), never re-decided in `forward`.
+`Cache` objects (dynamic, static, sliding layers; smear's previous-token state lives in the cache too,
+see `cache_nanogpt.py`), `generate()`, `CausalLMOutputWithPast`, `labels` with -100 ignored,
+`logits_to_keep`, gradient checkpointing, `output_hidden_states` / `output_attentions`. The blocks are
+in `blocks_nanogpt.py`; architecture variants are picked once, when modules are built, never
+re-decided in `forward`.
 
 This file travels as remote code next to saved checkpoints, so it imports only torch, transformers
-and `.configuration_nanogpt`.
+and its single-dot siblings.
 """
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.modeling_utils import PreTrainedModel
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
+from .blocks_nanogpt import NanoGPTAttention, NanoGPTDecoderLayer, NanoGPTRotaryEmbedding, make_norm, tag
+from .cache_nanogpt import model_state_layer
 from .compat_nanogpt import CACHE_NAME, cache_kwargs, check_transformers_version, pick_cache, positions_from_mask
-from .configuration_nanogpt import NanoGPTConfig
+from .configuration_nanogpt import SMEAR_GATE_CHANNELS, NanoGPTConfig
 from .loss_nanogpt import causal_lm_loss, fused_causal_lm_loss, shift_targets
 
 check_transformers_version()  # a clear warning at load on an untested transformers release
-
-# ----------------------------------------------------------------------------- building blocks
-
-
-class NanoGPTRMSNorm(nn.Module):
-    """Parameter-free RMSNorm (nanochat): x / rms(x). `F.rms_norm` accumulates in float32 for bf16 input
-    itself, so no float32 copy of x (and none back) is made."""
-
-    def __init__(self, eps: float):
-        super().__init__()
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.size(-1),), eps=self.eps)
-
-    def extra_repr(self) -> str:
-        return f"eps={self.eps}"
-
-
-def _make_norm(config: NanoGPTConfig, dim: int) -> nn.Module:
-    """The normalisation layer of this config: weightless RMSNorm or affine LayerNorm (GPT-2)."""
-    if config.norm_type == "rmsnorm":
-        return NanoGPTRMSNorm(config.norm_eps)
-    return nn.LayerNorm(dim, eps=config.norm_eps, bias=config.bias)
-
-
-class NanoGPTRotaryEmbedding(nn.Module):
-    """Rotary position embedding tables (RoFormer, https://arxiv.org/abs/2104.09864).
-
-    Returns (cos, sin) of shape (B, T, head_dim / 2) for the given `position_ids`, so left-padded
-    batches (whose positions `generate()` derives from the attention mask) rotate correctly.
-    """
-
-    def __init__(self, config: NanoGPTConfig):
-        super().__init__()
-        self.head_dim = config.head_dim
-        self.base = config.rope_theta
-        # Non-persistent: never saved, recomputed by `_init_weights` after `from_pretrained`.
-        self.register_buffer("inv_freq", self.compute_inv_freq(), persistent=False)
-
-    def compute_inv_freq(self, device=None) -> torch.Tensor:
-        channels = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device)
-        return 1.0 / (self.base ** (channels / self.head_dim))  # (hd/2,)
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Angles in float32 even under bf16 autocast: positions up to 1e5 lose precision otherwise.
-        freqs = position_ids[..., None].float() * self.inv_freq.to(x.device)  # (B, T, hd/2)
-        return freqs.cos().to(x.dtype), freqs.sin().to(x.dtype)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (i, i + hd/2) of x (B, nh, T, hd) by the angles in cos/sin (B, T, hd/2).
-
-    Same convention as nanochat (y1 = x1 cos + x2 sin, y2 = -x1 sin + x2 cos), so nanochat checkpoints
-    map onto this model without permuting q/k channels.
-    """
-    d = x.shape[-1] // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads: (B, 1, T, hd/2)
-    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
-
-
-def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    """(B, n_kv, T, hd) -> (B, n_kv * n_rep, T, hd): share each key/value head with n_rep query heads."""
-    if n_rep == 1:
-        return x
-    b, n_kv, t, hd = x.shape
-    return x[:, :, None].expand(b, n_kv, n_rep, t, hd).reshape(b, n_kv * n_rep, t, hd)
-
-
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference attention in plain PyTorch; returns (B, T, nh, hd) and the (B, nh, T, S) weights."""
-    key = repeat_kv(key, module.num_key_value_groups)
-    value = repeat_kv(value, module.num_key_value_groups)
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, nh, T, S)
-    if attention_mask is not None:  # additive float mask from transformers' mask utilities
-        scores = scores + attention_mask[:, :, :, : key.shape[-2]]
-    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = F.dropout(weights, p=dropout, training=module.training)
-    out = torch.matmul(weights, value).transpose(1, 2).contiguous()  # (B, T, nh, hd)
-    return out, weights
-
-
-class NanoGPTAttention(nn.Module):
-    """Causal self-attention with grouped-query heads, rotary positions, QK-norm and an optional
-    sliding window; the kernel is whatever `config._attn_implementation` names."""
-
-    def __init__(self, config: NanoGPTConfig, layer_idx: int):
-        super().__init__()
-        self.config = config
-        self.layer_idx = layer_idx
-        self.head_dim = config.head_dim
-        self.num_heads = config.num_attention_heads
-        self.num_key_value_heads = config.num_key_value_heads
-        self.num_key_value_groups = self.num_heads // self.num_key_value_heads
-        self.scaling = self.head_dim**-0.5
-        self.is_causal = True
-        self.attention_dropout = config.dropout
-        # HF convention: window size in tokens including the current one; None = full attention.
-        self.sliding_window = config.window_sizes[layer_idx]
-
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=config.bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=config.bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=config.bias)
-        self.o_proj = _tag(nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.bias), "residual")
-        # QK-norm (https://arxiv.org/abs/2302.05442) keeps attention logits bounded without a scale search.
-        self.q_norm = _make_norm(config, self.head_dim) if config.qk_norm else nn.Identity()
-        self.k_norm = _make_norm(config, self.head_dim) if config.qk_norm else nn.Identity()
-        self.resid_dropout = nn.Dropout(config.dropout)
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
-        attention_mask: torch.Tensor | None,
-        cache: Cache | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        bsz, seq_len, _ = hidden_states.shape
-        q = self.q_proj(hidden_states).view(bsz, seq_len, -1, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = self.k_proj(hidden_states).view(bsz, seq_len, -1, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
-        v = self.v_proj(hidden_states).view(bsz, seq_len, -1, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
-        if position_embeddings is not None:  # rotary configs only; learned positions were added to x
-            cos, sin = position_embeddings
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        q, k = self.q_norm(q), self.k_norm(k)  # nanochat order: rotate, then normalise
-
-        if cache is not None:  # append this step's keys/values; get the whole history back
-            k, v = cache.update(k, v, self.layer_idx)
-
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        out, weights = attention_interface(
-            self,
-            q,
-            k,
-            v,
-            attention_mask,
-            dropout=self.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
-            sliding_window=self.sliding_window,  # used by flash kernels; masks carry it for the others
-            **kwargs,
-        )
-        out = out.reshape(bsz, seq_len, -1).contiguous()  # (B, T, nh * hd)
-        return self.resid_dropout(self.o_proj(out)), weights
-
-
-class NanoGPTMLP(nn.Module):
-    """Position-wise MLP: down(act(up(x))) with ReLU^2 (nanochat) or GELU (GPT-2)."""
-
-    def __init__(self, config: NanoGPTConfig):
-        super().__init__()
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
-        self.down_proj = _tag(nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias), "residual")
-        self.act = _make_activation(config.hidden_act)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down_proj(self.act(self.up_proj(x))))
-
-
-class NanoGPTGatedMLP(nn.Module):
-    """SwiGLU MLP (https://arxiv.org/abs/2002.05202): down(silu(gate(x)) * up(x))."""
-
-    def __init__(self, config: NanoGPTConfig):
-        super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
-        self.down_proj = _tag(nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias), "residual")
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
-
-
-class ReLUSquared(nn.Module):
-    """relu(x)^2 (Primer, https://arxiv.org/abs/2109.08668), nanochat's MLP nonlinearity."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x).square()
-
-
-def _make_activation(name: str) -> nn.Module:
-    return {"relu2": ReLUSquared, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh")}[name]()
-
-
-def _make_mlp(config: NanoGPTConfig) -> nn.Module:
-    return NanoGPTGatedMLP(config) if config.hidden_act == "swiglu" else NanoGPTMLP(config)
-
-
-class NanoGPTDecoderLayer(GradientCheckpointingLayer):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
-
-    def __init__(self, config: NanoGPTConfig, layer_idx: int):
-        super().__init__()
-        self.input_layernorm = _make_norm(config, config.hidden_size)
-        self.self_attn = NanoGPTAttention(config, layer_idx)
-        self.post_attention_layernorm = _make_norm(config, config.hidden_size)
-        self.mlp = _make_mlp(config)
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        attention_mask: torch.Tensor | None = None,
-        cache: Cache | None = None,
-        **kwargs,
-    ) -> torch.Tensor:
-        attn_out, _ = self.self_attn(
-            self.input_layernorm(hidden_states),
-            position_embeddings=position_embeddings,
-            attention_mask=attention_mask,
-            cache=cache,
-            **kwargs,
-        )
-        hidden_states = hidden_states + attn_out
-        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
-
 
 # ----------------------------------------------------------------------------- pretrained base
 
@@ -293,80 +68,137 @@ class NanoGPTPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """One place for every init scale. With d = hidden_size, L = num_hidden_layers:
+        """One place for every init scale. With d = hidden_size, L = num_hidden_layers, u(a) = uniform(-a, a),
+        s = sqrt(3 / d) (a uniform with the std of normal(0, 1/sqrt(d)), without its tails):
 
-        | parameter (init_role)              | "nanochat"                          | "gpt2"                     |
-        |------------------------------------|-------------------------------------|----------------------------|
-        | embed_tokens ("token_embedding")   | normal(0, 1)                        | normal(0, 0.02)            |
-        | embed_positions ("position_embedding") | normal(0, 0.02)                 | normal(0, 0.02)            |
-        | q/k/v_proj, gate/up_proj ("input") | uniform(+-sqrt(3/d)), std 1/sqrt(d) | normal(0, 0.02)            |
-        | o_proj, down_proj ("residual")     | zeros                               | normal(0, 0.02 / sqrt(2L)) |
-        | lm_head ("lm_head", untied)        | normal(0, 0.001)                    | normal(0, 0.02)            |
-        | resid_lambdas / x0_lambdas         | 1.0 / 0.1                           | (absent)                   |
-        | biases / LayerNorm                 | zeros / ones, zeros                 | zeros / ones, zeros        |
+        | parameter (init_role)                  | "nanochat"        | "nanochat_jan2026" | "gpt2"             |
+        |----------------------------------------|-------------------|--------------------|--------------------|
+        | embed_tokens ("token_embedding")       | normal(0, 0.8)    | normal(0, 1)       | normal(0, 0.02)    |
+        | embed_positions ("position_embedding") | normal(0, 0.02)   | normal(0, 0.02)    | normal(0, 0.02)    |
+        | q/k/v_proj ("input")                   | u(s)              | u(s)               | normal(0, 0.02)    |
+        | up/gate_proj ("mlp_input")             | u(0.4 s)          | u(s)               | normal(0, 0.02)    |
+        | o_proj, down_proj ("residual")         | zeros             | zeros              | normal(0, 0.02/sqrt(2L)) |
+        | lm_head ("lm_head", untied)            | normal(0, 0.001)  | normal(0, 0.001)   | normal(0, 0.02)    |
+        | value_embeds ("value_embedding")       | u(s)              | u(s)               | u(s)               |
+        | ve_gate, smear_gate                    | uniform(0, 0.02)  | uniform(0, 0.02)   | uniform(0, 0.02)   |
+        | resid_lambdas[i]                       | 1.15 - 0.10 i/(L-1) | 1.0              | (absent)           |
+        | x0_lambdas[i]                          | 0.20 - 0.15 i/(L-1) | 0.1              | (absent)           |
+        | smear_lambda / backout_lambda          | 0 / 0.2           | 0 / 0.2            | 0 / 0.2            |
+        | biases / LayerNorm                     | zeros / ones, zeros | zeros / ones, zeros | zeros / ones, zeros |
 
-        nanochat zero-inits the residual projections so every block starts as the identity map.
+        nanochat zero-inits the residual projections so every block starts as the identity map, and starts
+        the gates small and positive (value embeddings and smear slightly on, smear_lambda 0 keeps smear
+        off until it is learned). The rows of a "nanochat" table are nanochat master's (gpt.py
+        `init_weights`); the parts only nanochat master has use its values under every scheme.
         transformers calls this once per module that owns parameters (a parent without direct
         parameters is skipped for remote code), so each Linear/Embedding carries its `init_role`
         from construction. The `transformers.initialization` helpers skip tensors that
         `from_pretrained` already loaded.
         """
         cfg = self.config
-        nanochat = cfg.init_scheme == "nanochat"
+        scheme = cfg.init_scheme
+        nanochat = scheme != "gpt2"
         std = cfg.initializer_range
         role = getattr(module, "init_role", None)
+        bound = math.sqrt(3.0 / cfg.hidden_size)
         if isinstance(module, nn.Linear):
-            if role == "residual":
+            if role in ("ve_gate", "smear_gate"):
+                init.uniform_(module.weight, 0.0, 0.02)
+            elif role == "residual":
                 if nanochat:
                     init.zeros_(module.weight)
                 else:  # GPT-2: scale residual projections by 1/sqrt(number of residual additions)
                     init.normal_(module.weight, mean=0.0, std=std / math.sqrt(2 * cfg.num_hidden_layers))
             elif role == "lm_head":
                 init.normal_(module.weight, mean=0.0, std=0.001 if nanochat else std)
-            elif nanochat:  # "input": uniform with the std of normal(0, 1/sqrt(fan_in)), bounded tails
-                bound = math.sqrt(3.0 / module.in_features)
-                init.uniform_(module.weight, -bound, bound)
+            elif nanochat:  # "input" / "mlp_input": uniform with the std of normal(0, 1/sqrt(fan_in))
+                scale = 0.4 if role == "mlp_input" and scheme == "nanochat" else 1.0
+                fan_bound = math.sqrt(3.0 / module.in_features)
+                init.uniform_(module.weight, -scale * fan_bound, scale * fan_bound)
             else:
                 init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=1.0 if nanochat and role == "token_embedding" else std)
+            if role == "value_embedding":
+                init.uniform_(module.weight, -bound, bound)
+            elif role == "token_embedding" and nanochat:
+                init.normal_(module.weight, mean=0.0, std=0.8 if scheme == "nanochat" else 1.0)
+            else:
+                init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, NanoGPTRotaryEmbedding):
             init.copy_(module.inv_freq, module.compute_inv_freq(module.inv_freq.device))
-        elif isinstance(module, NanoGPTModel) and module.resid_lambdas is not None:
-            init.ones_(module.resid_lambdas)
-            init.constant_(module.x0_lambdas, 0.1)
+        elif isinstance(module, NanoGPTModel):
+            if module.resid_lambdas is not None:
+                n = cfg.num_hidden_layers
+                if scheme == "nanochat":  # stronger residual and more x0 early, weaker deep (nanochat master)
+                    ramp = torch.arange(n, dtype=torch.float32) / max(n - 1, 1)
+                    init.copy_(module.resid_lambdas, 1.15 - 0.10 * ramp)
+                    init.copy_(module.x0_lambdas, 0.20 - 0.15 * ramp)
+                else:
+                    init.ones_(module.resid_lambdas)
+                    init.constant_(module.x0_lambdas, 0.1)
+            if module.smear_lambda is not None:
+                init.zeros_(module.smear_lambda)
+            if module.backout_lambda is not None:
+                init.constant_(module.backout_lambda, 0.2)
 
-
-def _tag(module: nn.Module, role: str) -> nn.Module:
-    """Mark a Linear/Embedding with its init role (read by `_init_weights`)."""
-    module.init_role = role
-    return module
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """transformers' resize (token embedding and LM head get the new number of rows, `vocab_size`
+        follows), extended to the value embeddings. transformers' contract is rows == `vocab_size`, so
+        the tables are unpadded afterwards (`pad_vocab_size_to=1`; use `pad_to_multiple_of` to pad)."""
+        base, vocab = self.base_model, self.config.vocab_size
+        if new_num_tokens is not None and base.embed_tokens.weight.shape[0] != vocab:
+            # drop the padding rows first (never predicted, never looked up), so the rows transformers adds
+            # are the new tokens' and get its mean-resized init
+            super().resize_token_embeddings(vocab, mean_resizing=False)
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        rows = embeddings.weight.shape[0]
+        for key, table in (base.value_embeds or {}).items():  # resized in place: the init_role tag stays
+            if table.weight.shape[0] > vocab:
+                table = self._get_resized_embeddings(table, vocab, mean_resizing=False)
+            base.value_embeds[key] = self._get_resized_embeddings(table, rows, mean_resizing=mean_resizing)
+        self.config.pad_vocab_size_to = 1
+        return embeddings
 
 
 # ----------------------------------------------------------------------------- models
 
 
 class NanoGPTModel(NanoGPTPreTrainedModel):
-    """The transformer trunk: embeddings -> blocks -> final norm; returns hidden states and the cache."""
+    """The transformer trunk: embeddings -> smear -> blocks -> backout -> final norm; returns hidden
+    states and the cache."""
 
     def __init__(self, config: NanoGPTConfig):
         super().__init__(config)
-        self.embed_tokens = _tag(nn.Embedding(config.vocab_size, config.hidden_size), "token_embedding")
+        rows, d = config.padded_vocab_size, config.hidden_size
+        self.embed_tokens = tag(nn.Embedding(rows, d), "token_embedding")
         # Position information: a learned table (GPT-2) or rotary tables applied inside attention.
         learned = config.position_embedding == "learned"
-        self.embed_positions = (_tag(nn.Embedding(config.max_position_embeddings, config.hidden_size), "position_embedding")
+        self.embed_positions = (tag(nn.Embedding(config.max_position_embeddings, d), "position_embedding")
                                 if learned else None)
         self.rotary_emb = None if learned else NanoGPTRotaryEmbedding(config)
-        self.embed_norm = _make_norm(config, config.hidden_size) if config.embedding_norm else nn.Identity()
+        self.embed_norm = make_norm(config, d) if config.embedding_norm else nn.Identity()
         self.embed_dropout = nn.Dropout(config.dropout)
+        # Smear (nanochat master): x[t] += smear_lambda * sigmoid(W x[t, :24]) * x[t-1], a cheap bigram feature.
+        self.smear_gate = tag(nn.Linear(SMEAR_GATE_CHANNELS, 1, bias=False), "smear_gate") if config.smear else None
+        self.smear_lambda = nn.Parameter(torch.zeros(1)) if config.smear else None
+        # Value embeddings (ResFormer): a (padded vocab, n_kv * hd) table per layer that has one, keyed by index.
+        kv_width = config.num_key_value_heads * config.head_dim
+        ve_layers = config.value_embedding_layers
+        self.value_embeds = (nn.ModuleDict({str(i): tag(nn.Embedding(rows, kv_width), "value_embedding")
+                                            for i in ve_layers}) if ve_layers else None)
+        self.ve_keys = [str(i) if i in ve_layers else None for i in range(config.num_hidden_layers)]
         self.layers = nn.ModuleList(NanoGPTDecoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.norm = _make_norm(config, config.hidden_size)
+        # Backout (nanochat master): subtract a learned share of the stream after block L // 2 at the end.
+        self.backout_lambda = nn.Parameter(torch.full((1,), 0.2)) if config.backout else None
+        self.backout_layer = config.backout_layer
+        self.norm = make_norm(config, d)
         if config.residual_scalars:
             self.resid_lambdas = nn.Parameter(torch.ones(config.num_hidden_layers))
             self.x0_lambdas = nn.Parameter(torch.full((config.num_hidden_layers,), 0.1))
@@ -381,6 +213,25 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
+
+    def smear(self, x: torch.Tensor, position_ids: torch.Tensor, cache: Cache | None) -> torch.Tensor:
+        """x (B, T, d) normed embeddings -> x[t] + smear_lambda * sigmoid(W x[t, :24]) * x[t-1].
+
+        The previous token of the first position comes from the cache (the last token of the previous
+        call; none at the start), so chunked prefill and token-by-token decoding equal one full pass. A
+        token at position 0 starts its sequence and smears nothing in: that is nanochat's first token, and
+        the first real token of a left-padded row (whose positions count from its first real token), so
+        a padded row computes what the same row computes alone, whatever mask form the caller passes.
+        """
+        if cache is not None:  # (B, d, 1 + T): the previous call's last token, then this call's tokens
+            window = model_state_layer(cache, self.config.num_hidden_layers).update_conv_state(
+                x.transpose(1, 2), conv_kernel_size=1)
+            prev = window[..., :-1].transpose(1, 2)  # (B, T, d)
+        else:
+            prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)  # (B, T, d)
+        prev = prev.masked_fill((position_ids == 0)[..., None], 0.0)  # (B or 1, T, 1) sequence starts
+        gate = self.smear_lambda.to(x.dtype) * torch.sigmoid(self.smear_gate(x[..., :SMEAR_GATE_CHANNELS]))
+        return x + gate * prev  # gate (B, T, 1)
 
     @merge_with_config_defaults
     @capture_outputs
@@ -398,10 +249,14 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
         """Run the trunk on `input_ids` (B, T) or `inputs_embeds` (B, T, d); returns (B, T, d) states.
 
         The KV cache may come as `cache` (transformers >= 5.24) or `past_key_values` (earlier
-        releases); it is returned under the name of the installed release.
+        releases); it is returned under the name of the installed release. Value embeddings are looked
+        up by token id, so a model with them needs `input_ids`.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("NanoGPTModel.forward: pass exactly one of input_ids or inputs_embeds")
+        if input_ids is None and self.value_embeds is not None:
+            raise ValueError("NanoGPTModel.forward: this model has value embeddings (looked up by token id); "
+                             "pass input_ids, not inputs_embeds")
         cache = pick_cache(cache, past_key_values)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, d)
@@ -428,18 +283,27 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
         else:
             position_embeddings = self.rotary_emb(hidden_states, position_ids)  # 2 x (B, T, hd/2)
         hidden_states = self.embed_dropout(self.embed_norm(hidden_states))
-        x0 = hidden_states  # the normalised input embedding, mixed back in by the residual scalars
+        if self.smear_gate is not None:
+            hidden_states = self.smear(hidden_states, position_ids, cache)
+        x0 = hidden_states  # the normalised input embedding (after smear), mixed back in by the residual scalars
 
+        kept = None  # backout: the residual stream after block L // 2
         for i, layer in enumerate(self.layers):
             if self.resid_lambdas is not None:
                 hidden_states = self.resid_lambdas[i] * hidden_states + self.x0_lambdas[i] * x0
+            ve = self.value_embeds[self.ve_keys[i]](input_ids) if self.ve_keys[i] is not None else None  # (B, T, kv)
             hidden_states = layer(
                 hidden_states,
                 position_embeddings=position_embeddings,
                 attention_mask=mask_by_type[self.config.layer_types[i]],
                 cache=cache,
+                value_embedding=ve,
                 **kwargs,
             )
+            if i == self.backout_layer:
+                kept = hidden_states
+        if kept is not None:  # remove the low-level features of the middle of the network before the head
+            hidden_states = hidden_states - self.backout_lambda.to(hidden_states.dtype) * kept
         hidden_states = self.norm(hidden_states)
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_kwargs(cache if use_cache else None))
 
@@ -463,7 +327,7 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = NanoGPTModel(config)
         self.vocab_size = config.vocab_size
-        self.lm_head = _tag(nn.Linear(config.hidden_size, config.vocab_size, bias=False), "lm_head")
+        self.lm_head = tag(nn.Linear(config.hidden_size, config.padded_vocab_size, bias=False), "lm_head")
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -519,17 +383,19 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         targets = shift_labels if shift_labels is not None else (shift_targets(labels) if labels is not None else None)
         cap = self.config.final_logit_softcapping
         logits = loss = parts = None
-        if skip_logits:  # head + softcap + loss in blocks, no (B, T, V) logits (loss_nanogpt.py)
+        if skip_logits:  # head + crop + softcap + loss in blocks, no (B, T, V) logits (loss_nanogpt.py)
             if targets is None:
                 raise ValueError("skip_logits=True needs labels or shift_labels: it only computes the loss")
             loss, parts = fused_causal_lm_loss(hidden_states, self.lm_head.weight, targets, num_items, loss_terms,
-                                               softcap=cap, vocab_size=self.vocab_size)
+                                               softcap=cap, vocab_size=self.config.vocab_size)
         else:
-            logits = self.lm_head(hidden_states)  # (B, T', V)
+            logits = self.lm_head(hidden_states)  # (B, T', padded V)
+            if logits.shape[-1] != self.config.vocab_size:  # padding rows are never predicted: crop before the cap
+                logits = logits[..., : self.config.vocab_size]
             if cap is not None:  # soft cap (Gemma 2 / nanochat), in float32
                 logits = cap * torch.tanh(logits.float() / cap)
             if targets is not None:
-                loss, parts = causal_lm_loss(logits, targets, num_items, loss_terms, vocab_size=self.vocab_size)
+                loss, parts = causal_lm_loss(logits, targets, num_items, loss_terms)
         return NanoGPTCausalLMOutput(
             loss=loss,
             logits=logits,
@@ -541,15 +407,24 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ accounting
     def parameter_counts(self) -> dict[str, int]:
-        """Parameter counts by role: `embedding` (token + position tables), `lm_head` (0 when tied),
-        `matrices` (2-D weights inside the blocks), `scalars` (norm weights, biases, residual
-        scalars) and `total` (each shared tensor counted once)."""
+        """Parameter counts by role (each shared tensor counted once):
+
+        - `embedding`: token (and learned position) tables; `value_embeds`: the value-embedding tables;
+        - `lm_head`: the output projection (0 when tied to the embedding);
+        - `matrices`: 2-D weights inside the blocks (value-embedding gates included, as nanochat counts);
+        - `scalars`: everything else (norm weights, biases, residual/smear/backout scalars, the smear gate);
+        - `total`;
+        - `scaling`: nanochat's scaling-law count, `matrices` + the LM head matrix (counted even when tied:
+          it still does the output matmul). Its training horizon is `target_param_data_ratio x scaling`.
+        """
         embedding = sum(p.numel() for n, p in self.named_parameters() if n.startswith("model.embed_"))
+        value_embeds = sum(p.numel() for p in self.model.value_embeds.parameters()) if self.model.value_embeds else 0
         head = 0 if self.config.tie_word_embeddings else self.lm_head.weight.numel()
         matrices = sum(p.numel() for n, p in self.model.layers.named_parameters() if p.ndim == 2)
         total = sum(p.numel() for p in self.parameters())
-        return dict(embedding=embedding, lm_head=head, matrices=matrices,
-                    scalars=total - embedding - head - matrices, total=total)
+        return dict(embedding=embedding, value_embeds=value_embeds, lm_head=head, matrices=matrices,
+                    scalars=total - embedding - value_embeds - head - matrices, total=total,
+                    scaling=matrices + self.lm_head.weight.numel())
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs per token, nanochat's convention (PaLM appendix B, arXiv:2204.02311):
@@ -559,13 +434,28 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         cfg = self.config
         seq_len = seq_len or cfg.max_position_embeddings
         counts = self.parameter_counts()
-        matmul_params = counts["total"] - counts["embedding"]
+        matmul_params = counts["total"] - counts["embedding"] - counts["value_embeds"]  # tables are lookups
         if cfg.tie_word_embeddings:  # the shared table still does the output matmul
             matmul_params += self.lm_head.weight.numel()
         attn = sum(12 * cfg.num_attention_heads * cfg.head_dim * min(seq_len, w or seq_len) for w in cfg.window_sizes)
         return 6 * matmul_params + attn
 
     # ------------------------------------------------------------------ conversions
+    @classmethod
+    def from_nanochat(cls, checkpoint_dir, step: int | None = None, tokenizer_dir=None,
+                      **config_overrides) -> "NanoGPTForCausalLM":
+        """Load a nanochat checkpoint folder (`model_<step>.pt` + `meta_<step>.json`; `step=None` = the
+        newest) into a NanoGPT with the same logits. `tokenizer_dir` (nanochat's, with `tokenizer.pkl`)
+        fills in the special-token ids. Needs the `hf_nanogpt` package (`hf_nanogpt.convert_nanochat`);
+        `scripts/convert_nanochat.py` writes a complete model folder instead.
+        """
+        try:  # the converter is package code, not remote code: a folder's copy of this file cannot run it
+            from hf_nanogpt.convert_nanochat import load_nanochat_model
+        except ImportError as err:
+            raise ImportError("NanoGPTForCausalLM.from_nanochat needs the hf_nanogpt package: "
+                              "pip install hf_nanogpt") from err
+        return load_nanochat_model(checkpoint_dir, step, tokenizer_dir, **config_overrides)
+
     @classmethod
     def from_gpt2(cls, gpt2_model: nn.Module, **config_overrides) -> "NanoGPTForCausalLM":
         """Convert a transformers `GPT2LMHeadModel` (any size) into a NanoGPT with identical logits.

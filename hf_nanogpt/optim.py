@@ -1,37 +1,53 @@
-"""Optimizer: Muon for the 2-D matrices inside the blocks, AdamW for everything else.
+"""Optimizer: Muon for the 2-D matrices inside the blocks, AdamW for everything else, optional Lookahead.
 
-Parameter groups (nanochat's split; every trainable parameter lands in exactly one, asserted):
+Parameter groups (nanochat master's table; s = (width/768)^-0.5, the AdamW lrs were tuned at width 768;
+every AdamW group has eps 1e-10 and decoupled decay `p *= 1 - lr * wd`; every trainable parameter lands
+in exactly one group, asserted):
 
-| group      | parameters                                   | optimizer | learning rate                      |
-|------------|----------------------------------------------|-----------|------------------------------------|
-| matrix     | q/k/v/o and MLP weights inside the blocks    | Muon      | matrix_lr x sqrt(max(1, rows/cols))|
-| embedding  | token (and learned position) embeddings      | AdamW     | embedding_lr x (d/768)^-0.5        |
-| lm_head    | the output projection (absent when tied)     | AdamW     | unembedding_lr x (d/768)^-0.5      |
-| x0         | x0_lambdas (input-embedding mix scalars)     | AdamW     | scalar_lr, betas (0.96, 0.95)      |
-| scalar     | resid_lambdas, norm weights, biases          | AdamW     | scalar_lr x 0.01                   |
-| adapter    | LoRA A/B matrices (PEFT)                     | AdamW     | lora_lr                            |
+| group           | parameters                                   | lr                          | betas        | wd    |
+|-----------------|----------------------------------------------|-----------------------------|--------------|-------|
+| lm_head         | the output projection (absent when tied)     | unembedding_lr x s          | (0.8, 0.96)  | 0.01  |
+| embedding       | token (and learned position) embeddings      | embedding_lr x s            | (0.8, 0.995) | 0.001 |
+| value_embedding | value embeddings (ResFormer)                 | embedding_lr x s x 0.5      | (0.8, 0.995) | 0.01  |
+| resid           | resid_lambdas                                | scalar_lr x 0.01            | (0.8, 0.95)  | 0.05  |
+| x0              | x0_lambdas                                   | scalar_lr                   | (0.96, 0.95) | 0     |
+| smear           | smear gate, smear_lambda, backout_lambda     | 0.2                         | (0.8, 0.95)  | 0     |
+| scalar          | norm weights and biases (GPT-2 family only)  | scalar_lr x 0.01            | (0.8, 0.95)  | 0     |
+| adapter         | LoRA A/B matrices (PEFT)                     | lora_lr                     | (0.8, 0.95)  | 0     |
+| matrix (Muon)   | q/k/v/o, MLP, value-embedding gate weights   | matrix_lr x max(1, R/C)^0.5 | -            | sched |
 
-The embedding and head learning rates were tuned by nanochat at width 768 and scale as
-1/sqrt(width); the scalars' are width-independent (nanochat: the residual scalars move 100x slower
-than the x0 mixing scalars).
+All but `matrix` are AdamW groups. Muon's momentum and weight decay are scheduled (hf_nanogpt/schedules.py).
 
 `MuonAdamW` is one `torch.optim.Optimizer` that runs both update rules, so accelerate, LR schedulers,
-checkpoints and `transformers.Trainer` see a single optimizer. Its Muon update is the one of
-`torch.optim.Muon` (Keller Jordan's Muon: Nesterov momentum, 5 quintic Newton-Schulz steps in
-bfloat16, lr scaled by sqrt(max(1, rows/cols)), decoupled weight decay; a test checks they agree
-step for step). We depart from `torch.optim.Muon` in four places:
-0. Newton-Schulz runs in float32 on CPUs (bfloat16 on GPUs, as torch's; `newton_schulz_dtype`);
+checkpoints and `transformers.Trainer` see a single optimizer. A Muon group's `variant` picks the rule:
+
+- "nanochat" (nanochat master, the default): Nesterov momentum -> MuonEq (each row rescaled to the mean
+  row norm) -> Polar Express (5 iterations, arXiv:2505.16932) -> Muon+ (Frobenius norm sqrt(min(R, C)))
+  -> NorMuon variance reduction (arXiv:2510.05491, a second moment of shape (R, 1) or (1, C)) -> the
+  update with cautious weight decay `p -= lr * g + lr * wd * p * [g * p >= 0]`. Matches nanochat's own
+  three golden steps (`shared/data/nanochat_golden/muon_steps.*`) to ~1e-7 relative on CPU in float32.
+- "keller" (Keller Jordan's Muon, nanochat before 2026): Nesterov momentum, 5 quintic Newton-Schulz
+  steps, decoupled weight decay; step for step the update of `torch.optim.Muon` (tested).
+
+We depart from `torch.optim.Muon` in four places:
+0. Newton-Schulz / Polar Express runs in float32 on CPUs (bfloat16 on GPUs, as torch's and nanochat's;
+   `newton_schulz_dtype`);
 1. one optimizer for both rules (torch's Muon only accepts 2-D parameters);
 2. matrices of the same shape are orthogonalised together as one batched matmul (fewer kernel
    launches; the deep nanochat models have 6 matrices of 2 shapes per layer);
-3. FSDP2 shards (`DTensor`): Newton-Schulz needs the whole matrix, so the momentum-mixed gradient is
+3. FSDP2 shards (`DTensor`): orthogonalisation needs the whole matrix, so the momentum-mixed gradient is
    all-gathered, orthogonalised, and each rank keeps its own shard of the result (torch's Muon would
-   orthogonalise each shard on its own, which is a different, wrong update). DeepSpeed ZeRO hands the
-   optimizer flat 1-D shards, where Muon cannot run at all.
+   orthogonalise each shard on its own, which is a different, wrong update). NorMuon's second moment is
+   tiny (R or C floats) and kept whole on every rank. DeepSpeed ZeRO hands the optimizer flat 1-D
+   shards, where Muon cannot run at all.
+
+`Lookahead` (Zhang et al. 2019, arXiv:1907.08610) wraps the whole optimizer; see its docstring for why it is
+written here instead of taken from `pytorch-optimizer`.
 """
 
 import math
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
+from itertools import chain
 
 import torch
 from torch import nn
@@ -43,6 +59,16 @@ except ImportError:  # pragma: no cover
 
 # Keller Jordan's quintic Newton-Schulz coefficients (also torch.optim.Muon's defaults).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+# Polar Express (Amsel et al. 2025, arXiv:2505.16932): one (a, b, c) per iteration, computed for a safety
+# factor of 2e-2 and cushion 2; the input is normalised by 1.01 x its Frobenius norm (nanochat master).
+POLAR_EXPRESS_COEFFICIENTS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+MUON_VARIANTS = ("nanochat", "keller")
 
 
 def newton_schulz_dtype(device: torch.device) -> torch.dtype:
@@ -55,7 +81,7 @@ def newton_schulz_dtype(device: torch.device) -> torch.dtype:
 def zeropower_via_newtonschulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
                                coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
                                dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Approximately orthogonalise g (..., m, n): U S V^T -> U S' V^T with S' ~ 1.
+    """Approximately orthogonalise g (..., m, n): U S V^T -> U S' V^T with S' ~ 1 (Keller Jordan's Muon).
 
     Works on a batch of matrices of the same shape. Short-and-wide orientation keeps the Gram matrix
     X X^T at its smallest size. `dtype` defaults to `newton_schulz_dtype(g.device)`.
@@ -79,6 +105,48 @@ def zeropower_via_newtonschulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-
     return x.mT if transposed else x
 
 
+def polar_express(g: torch.Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Polar Express orthogonalisation of a stack g (k, R, C), nanochat master's iteration.
+
+    X = g / (1.01 ||g||_F + 1e-6); per (a, b, c): tall (R > C) X <- a X + X (b A + c A^2) with A = X^T X,
+    else X <- a X + (b A + c A^2) X with A = X X^T (the Gram matrix is always the smaller side).
+    """
+    x = g.to(dtype or newton_schulz_dtype(g.device))
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) * 1.01 + 1e-6)
+    tall = g.size(-2) > g.size(-1)
+    for a, b, c in POLAR_EXPRESS_COEFFICIENTS[:steps]:
+        gram = x.mT @ x if tall else x @ x.mT  # (k, min, min)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
+        x = torch.baddbmm(x, x, poly, beta=a) if tall else torch.baddbmm(x, poly, x, beta=a)
+    return x
+
+
+def nanochat_muon_direction(u: torch.Tensor, second_moment: torch.Tensor, beta2: float, steps: int = 5,
+                            dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The update direction of nanochat master's Muon for a stack u (k, R, C) of momentum-mixed gradients.
+
+    Updates `second_moment` (k, R, 1) when R >= C else (k, 1, C) in place (NorMuon's EMA) and returns the
+    direction X (k, R, C) in u's dtype; the caller applies lr and cautious weight decay.
+    """
+    rows, cols = u.shape[-2:]
+    # 1. MuonEq: every row rescaled to the mean row norm ||U||_F / sqrt(R)
+    row_norm = u.norm(dim=-1, keepdim=True)  # (k, R, 1)
+    u = u * (u.norm(dim=(-2, -1), keepdim=True) / math.sqrt(rows)) / row_norm.clamp(min=1e-6)
+    # 2. Polar Express (bf16 on GPUs), back to u's precision for the normalisations
+    x = polar_express(u, steps, dtype).to(u.dtype)
+    # 3. Muon+: Frobenius norm sqrt(min(R, C)), that of an exactly orthogonal matrix
+    x = x * (math.sqrt(min(rows, cols)) / x.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-6))
+    # 4. NorMuon: per-row (R >= C) or per-column variance, EMA'd, divided out, total norm preserved
+    dim = -1 if rows >= cols else -2
+    n = x.size(dim)
+    v = x.square().mean(dim=dim, keepdim=True)  # (k, R, 1) or (k, 1, C)
+    v_norm = (v.sum(dim=(-2, -1), keepdim=True) * n).sqrt()
+    second_moment.lerp_(v.to(second_moment.dtype), 1 - beta2)
+    q = second_moment.clamp(min=1e-10).rsqrt()
+    new_norm = (v * n * q.square()).sum(dim=(-2, -1), keepdim=True).sqrt()
+    return x * (q * (v_norm / new_norm.clamp(min=1e-10)))
+
+
 def is_dtensor(t: torch.Tensor) -> bool:
     """Whether `t` is a DTensor (an FSDP2 shard of a parameter or gradient)."""
     return DTensor is not None and isinstance(t, DTensor)
@@ -87,24 +155,31 @@ def is_dtensor(t: torch.Tensor) -> bool:
 class MuonAdamW(torch.optim.Optimizer):
     """Muon + AdamW in one optimizer. Each param group has `kind` = "muon" or "adamw".
 
-    Muon groups use `lr`, `momentum`, `nesterov`, `weight_decay`, `ns_steps`; AdamW groups use `lr`,
-    `betas`, `eps`, `weight_decay`. Both read `lr` at every step, so LR schedulers work as usual.
-    `ns_dtype` is the Newton-Schulz precision (None: bfloat16 on GPUs, float32 on CPUs).
+    Muon groups use `lr`, `momentum`, `weight_decay`, `ns_steps`, `variant` ("nanochat" or "keller"),
+    `beta2` (nanochat's NorMuon) and `nesterov` (keller); AdamW groups use `lr`, `betas`, `eps`,
+    `weight_decay`. Every group reads `lr`, `momentum` and `weight_decay` at each step, so schedules work
+    as usual. A Muon group's lr is the rate of a square matrix: each (R, C) matrix moves with
+    lr x max(1, R/C)^0.5. `ns_dtype` is the orthogonalisation precision (None: bf16 on GPUs, fp32 on CPUs).
     """
 
     def __init__(self, param_groups: list[dict], *, momentum: float = 0.95, nesterov: bool = True,
                  ns_steps: int = 5, betas: tuple[float, float] = (0.8, 0.95), eps: float = 1e-10,
-                 weight_decay: float = 0.0, ns_dtype: torch.dtype | None = None):
+                 weight_decay: float = 0.0, variant: str = "nanochat", beta2: float = 0.9,
+                 ns_dtype: torch.dtype | None = None):
         self.ns_dtype = ns_dtype
         for group in param_groups:
+            name = group.get("name", "?")
             if group.get("kind") not in ("muon", "adamw"):
-                raise ValueError(f"MuonAdamW: param group {group.get('name', '?')!r} needs kind='muon' or 'adamw'")
+                raise ValueError(f"MuonAdamW: param group {name!r} needs kind='muon' or 'adamw'")
             if group["kind"] == "muon":
                 bad = [tuple(p.shape) for p in group["params"] if p.ndim != 2]
                 if bad:
-                    raise ValueError(f"MuonAdamW: Muon group {group.get('name', '?')!r} holds non-2-D params {bad}")
+                    raise ValueError(f"MuonAdamW: Muon group {name!r} holds non-2-D params {bad}")
+                if group.get("variant", variant) not in MUON_VARIANTS:
+                    raise ValueError(f"MuonAdamW: Muon group {name!r} has variant={group['variant']!r}; "
+                                     f"expected one of {MUON_VARIANTS}")
         defaults = dict(lr=1e-3, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas, eps=eps,
-                        weight_decay=weight_decay)
+                        weight_decay=weight_decay, variant=variant, beta2=beta2)
         super().__init__(param_groups, defaults)
 
     @torch.no_grad()
@@ -120,36 +195,58 @@ class MuonAdamW(torch.optim.Optimizer):
         return loss
 
     def _muon_step(self, group: dict, params: list[torch.Tensor]) -> None:
-        lr, mom, wd = group["lr"], group["momentum"], group["weight_decay"]
+        lr, mom, wd, nanochat = group["lr"], group["momentum"], group["weight_decay"], group["variant"] == "nanochat"
         updates = []
         for p in params:
             state = self.state[p]
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(p)
             buf = state["momentum_buffer"]
-            buf.lerp_(p.grad, 1 - mom)  # EMA of gradients (works shard-wise on DTensors)
-            updates.append(p.grad.lerp(buf, mom) if group["nesterov"] else buf)
+            buf.lerp_(p.grad, 1 - mom)  # M <- M + (1 - m)(G - M), works shard-wise on DTensors
+            # Nesterov: U = G + m (M - G)
+            updates.append(p.grad.lerp(buf, mom) if nanochat or group["nesterov"] else buf)
         # Orthogonalise matrices of equal shape together; DTensor shards are gathered first.
         by_shape = defaultdict(list)
         for i, u in enumerate(updates):
             by_shape[tuple(u.shape)].append(i)
-        for indices in by_shape.values():
-            full = [updates[i].full_tensor() if is_dtensor(updates[i]) else updates[i] for i in indices]
-            ortho = zeropower_via_newtonschulz(torch.stack(full), steps=group["ns_steps"],
-                                               dtype=self.ns_dtype)  # (k, m, n)
+        for (rows, cols), indices in by_shape.items():
+            full = torch.stack([updates[i].full_tensor() if is_dtensor(updates[i]) else updates[i]
+                                for i in indices])  # (k, R, C)
+            if nanochat:
+                moments = [self._second_moment(params[i], rows, cols) for i in indices]
+                stacked = torch.stack(moments)  # (k, R, 1) or (k, 1, C)
+                direction = nanochat_muon_direction(full.float(), stacked, group["beta2"], group["ns_steps"],
+                                                    self.ns_dtype)
+                for m, s in zip(moments, stacked):
+                    m.copy_(s)
+            else:
+                direction = zeropower_via_newtonschulz(full, steps=group["ns_steps"], dtype=self.ns_dtype)
+            scale = math.sqrt(max(1.0, rows / cols))  # tall matrices move faster (nanochat, torch "original")
             for j, i in enumerate(indices):
-                p, o = params[i], ortho[j].to(params[i].dtype)
+                p, o = params[i], direction[j].to(params[i].dtype)
                 if is_dtensor(p):  # keep only this rank's shard of the full update
                     o = distribute_tensor(o, p.device_mesh, p.placements, src_data_rank=None)
-                rows, cols = p.shape
-                p.mul_(1 - lr * wd)
-                p.add_(o, alpha=-lr * math.sqrt(max(1.0, rows / cols)))
+                if nanochat:  # cautious decay: only where the update and the weight agree in sign
+                    eff = lr * scale
+                    p.sub_(eff * o + (eff * wd) * p * ((o * p) >= 0))
+                else:
+                    p.mul_(1 - lr * wd)
+                    p.add_(o, alpha=-lr * scale)
+
+    def _second_moment(self, p: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """NorMuon's second moment of `p`: (R, 1) when R >= C else (1, C), float32, whole on every rank."""
+        state = self.state[p]
+        if "second_momentum_buffer" not in state:
+            shape = (rows, 1) if rows >= cols else (1, cols)
+            device = p.to_local().device if is_dtensor(p) else p.device
+            state["second_momentum_buffer"] = torch.zeros(shape, dtype=torch.float32, device=device)
+        return state["second_momentum_buffer"]
 
     def _adamw_step(self, group: dict, params: list[torch.Tensor]) -> None:
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         for p in params:
             state = self.state[p]
-            if not state:
+            if "exp_avg" not in state:
                 state["step"] = 0
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
@@ -164,14 +261,99 @@ class MuonAdamW(torch.optim.Optimizer):
             p.addcdiv_(m, denom, value=-lr / bias1)
 
 
+class Lookahead(torch.optim.Optimizer):
+    """Lookahead (Zhang et al. 2019) around any optimizer: every `k` steps the slow weights move `alpha` of
+    the way to the fast weights, and the fast weights restart from there (phi += alpha (theta - phi); theta = phi).
+
+    Written here rather than taken from `pytorch-optimizer` (whose `Lookahead` we checked, 4.1.0): its
+    `state_dict()` nests the slow weights under its own keys next to a `base_optimizer` entry, which
+    torch.distributed.checkpoint's `get/set_optimizer_state_dict` (our FSDP2 checkpoints) cannot map to
+    parameter names. Here the slow weights are one more per-parameter entry (`lookahead_slow`) of the
+    inner optimizer's standard state dict, so FSDP2 shards and gathers them like Adam moments, and the
+    step counter lives in each param group, so a resumed run syncs on the same steps (bitwise exact).
+    Slow weights are taken lazily at the first step (after accelerate / FSDP2 have swapped parameters).
+    """
+
+    SLOW = "lookahead_slow"
+
+    def __init__(self, optimizer: torch.optim.Optimizer, k: int = 5, alpha: float = 0.5):
+        if k < 1:
+            raise ValueError(f"Lookahead: k={k} is invalid: expected a positive number of steps")
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"Lookahead: alpha={alpha} is invalid: expected a value in (0, 1]")
+        # No super().__init__: param groups and state are the inner optimizer's (properties below).
+        self.optimizer, self.k, self.alpha = optimizer, k, alpha
+        self.slow: dict[torch.Tensor, torch.Tensor] = {}
+        self._optimizer_step_pre_hooks, self._optimizer_step_post_hooks = OrderedDict(), OrderedDict()
+        for group in self.param_groups:
+            group.setdefault("lookahead_step", 0)
+
+    param_groups = property(lambda self: self.optimizer.param_groups)
+    state = property(lambda self: self.optimizer.state)
+    defaults = property(lambda self: self.optimizer.defaults)
+
+    def _params(self, groups=None) -> list:
+        return list(chain.from_iterable(g["params"] for g in (groups if groups is not None else self.param_groups)))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for p in self._params():
+            if p not in self.slow:
+                self.slow[p] = p.detach().clone()  # phi_0 = theta_0
+        loss = self.optimizer.step(closure)
+        for group in self.param_groups:
+            group["lookahead_step"] += 1
+            if group["lookahead_step"] % self.k == 0:
+                for p in group["params"]:
+                    slow = self.slow[p]
+                    slow.lerp_(p.detach(), self.alpha)
+                    p.copy_(slow)
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict) -> None:
+        self.optimizer.add_param_group(param_group)
+        self.param_groups[-1].setdefault("lookahead_step", 0)
+
+    def state_dict(self) -> dict:
+        """The inner optimizer's state dict with each parameter's slow weights as `lookahead_slow`."""
+        sd = self.optimizer.state_dict()
+        index = {id(p): i for i, p in enumerate(self._params())}  # torch packs parameters in this order
+        state = dict(sd["state"])
+        for p, slow in self.slow.items():
+            i = index[id(p)]
+            state[i] = {**state.get(i, {}), self.SLOW: slow}  # a copy: never touch the inner state dicts
+        return {**sd, "state": state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # saved parameter keys (ids, or names under torch.distributed.checkpoint) map by position
+        saved = self._params(state_dict["param_groups"])
+        by_key = dict(zip(saved, self._params()))
+        inner, self.slow = {}, {}
+        for key, entry in state_dict["state"].items():
+            entry = dict(entry)
+            slow = entry.pop(self.SLOW, None)
+            if slow is not None:
+                p = by_key[key]
+                self.slow[p] = slow.to(device=p.device, dtype=p.dtype)
+            if entry:
+                inner[key] = entry
+        self.optimizer.load_state_dict({**state_dict, "state": inner})
+
+
 # ----------------------------------------------------------------------------- parameter groups
+
+GROUP_NAMES = ("matrix", "lm_head", "embedding", "value_embedding", "resid", "x0", "smear", "scalar", "adapter")
+SMEAR_LR = 0.2  # nanochat master: fixed, not scaled with the width or the batch size
 
 
 def classify_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Split trainable parameters into the groups of the module docstring (by module role, not name
-    patterns, so wrapped models -- PEFT, DDP, FSDP -- classify the same way)."""
-    groups: dict[str, list[tuple[str, nn.Parameter]]] = {
-        k: [] for k in ("matrix", "embedding", "lm_head", "x0", "scalar", "adapter")}
+    """Split trainable parameters into the groups of the module docstring. Modules are classified by their
+    `init_role` (so wrapped models -- PEFT, DDP, FSDP -- classify the same way); bare parameters of the
+    model (the residual, x0, smear and backout scalars) by their own name."""
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {k: [] for k in GROUP_NAMES}
     seen: set[int] = set()
     for mod_name, module in model.named_modules():
         role = getattr(module, "init_role", None)
@@ -182,14 +364,20 @@ def classify_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parame
             name = f"{mod_name}.{p_name}" if mod_name else p_name
             if "lora_" in name:
                 kind = "adapter"
+            elif role == "value_embedding":
+                kind = "value_embedding"
             elif role in ("token_embedding", "position_embedding") or isinstance(module, nn.Embedding):
                 kind = "embedding"
             elif role == "lm_head":
                 kind = "lm_head"
+            elif role == "smear_gate" or p_name in ("smear_lambda", "backout_lambda"):
+                kind = "smear"
             elif p.ndim == 2:
-                kind = "matrix"
+                kind = "matrix"  # block matrices, the value-embedding gates included (nanochat)
             elif p_name == "x0_lambdas":
                 kind = "x0"
+            elif p_name == "resid_lambdas":
+                kind = "resid"
             else:
                 kind = "scalar"
             groups[kind].append((name, p))
@@ -199,84 +387,76 @@ def classify_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parame
     return groups
 
 
-def build_optimizer(model: nn.Module, *, matrix_lr: float = 0.02, embedding_lr: float = 0.2,
-                    unembedding_lr: float = 0.004, scalar_lr: float = 0.5, lora_lr: float = 1e-3,
-                    weight_decay: float = 0.0, betas: tuple[float, float] = (0.8, 0.95),
-                    momentum: float = 0.95, lr_scale: float = 1.0, width: int | None = None,
-                    matrix_optimizer: str = "muon") -> MuonAdamW:
-    """The nanochat optimizer for `model`. `lr_scale` multiplies every lr (e.g. SFT's init_lr_frac).
+def build_optimizer(model: nn.Module, *, matrix_lr: float = 0.02, embedding_lr: float = 0.3,
+                    unembedding_lr: float = 0.008, scalar_lr: float = 0.5, lora_lr: float = 1e-3,
+                    weight_decay: float = 0.0, momentum: float = 0.95, muon_variant: str = "nanochat",
+                    lr_scale: float = 1.0, batch_lr_scale: float = 1.0, width: int | None = None,
+                    lookahead_k: int = 0, lookahead_alpha: float = 0.5, matrix_optimizer: str = "muon",
+                    adamw_betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.Optimizer:
+    """The nanochat optimizer for `model` (the groups of the module docstring).
 
-    `matrix_optimizer="adamw"` is nanoGPT's optimizer instead: AdamW for the block matrices too (same
-    groups and lrs), `weight_decay` on every 2-D tensor (matrices, embeddings, head) and none on the
-    vectors. Each group records its peak lr as `initial_lr`, which the LR schedule multiplies.
+    `batch_lr_scale` multiplies the recipe lrs (nanochat's sqrt(B / B_ref) transfer; not the fixed smear lr),
+    `lr_scale` every lr (SFT's init_lr_frac). `weight_decay` and `momentum` are the Muon group's starting
+    values (the training loop schedules them). Each group records its peak lr as `initial_lr`, which the lr
+    schedule multiplies. `lookahead_k > 0` wraps the result in `Lookahead(k, alpha)`.
+
+    `matrix_optimizer="adamw"` is nanoGPT's optimizer instead: AdamW for the block matrices too (at matrix_lr),
+    every group with `adamw_betas` and torch's eps 1e-8, `weight_decay` (constant) on every 2-D tensor
+    (matrices, embeddings, head) and none on the vectors, as nanoGPT's `configure_optimizers`.
     """
     if matrix_optimizer not in ("muon", "adamw"):
         raise ValueError(f"matrix_optimizer={matrix_optimizer!r} is invalid: expected 'muon' or 'adamw'")
     width = width or model.config.hidden_size
-    adam_scale = (width / 768) ** -0.5  # AdamW lrs were tuned at width 768
-    spec = {
-        "matrix": (matrix_optimizer, matrix_lr),
-        "embedding": ("adamw", embedding_lr * adam_scale),
-        "lm_head": ("adamw", unembedding_lr * adam_scale),
-        "x0": ("adamw", scalar_lr),
-        "scalar": ("adamw", scalar_lr * 0.01),
-        "adapter": ("adamw", lora_lr),
+    s = (width / 768) ** -0.5  # AdamW lrs were tuned at width 768
+    b = batch_lr_scale
+    # name -> (lr, betas, weight decay) of the AdamW groups (nanochat master's table)
+    adamw = {
+        "lm_head": (unembedding_lr * s * b, (0.8, 0.96), 0.01),
+        "embedding": (embedding_lr * s * b, (0.8, 0.995), 0.001),
+        "value_embedding": (embedding_lr * s * 0.5 * b, (0.8, 0.995), 0.01),
+        "resid": (scalar_lr * 0.01 * b, (0.8, 0.95), 0.05),
+        "x0": (scalar_lr * b, (0.96, 0.95), 0.0),
+        "smear": (SMEAR_LR, (0.8, 0.95), 0.0),
+        "scalar": (scalar_lr * 0.01 * b, (0.8, 0.95), 0.0),
+        "adapter": (lora_lr * b, (0.8, 0.95), 0.0),
     }
     param_groups = []
     for name, params in classify_parameters(model).items():
         if not params:
             continue
-        kind, lr = spec[name]
-        lr *= lr_scale
-        group = dict(name=name, kind=kind, params=[p for _, p in params], lr=lr, initial_lr=lr)
-        decayed = kind == "muon" or (matrix_optimizer == "adamw" and name in ("matrix", "embedding", "lm_head"))
-        group["weight_decay"] = weight_decay if decayed else 0.0
-        if name == "x0":
-            group["betas"] = (0.96, betas[1])
+        group = dict(name=name, params=[p for _, p in params])
+        if matrix_optimizer == "adamw":  # nanoGPT: one AdamW rule, decay decided by the tensor's rank
+            lr = (matrix_lr * b if name == "matrix" else adamw[name][0]) * lr_scale
+            decayed = all(p.ndim >= 2 for _, p in params)
+            group.update(kind="adamw", lr=lr, initial_lr=lr, betas=tuple(adamw_betas), eps=1e-8,
+                         weight_decay=weight_decay if decayed else 0.0)
+        elif name == "matrix":
+            lr = matrix_lr * b * lr_scale
+            group.update(kind="muon", lr=lr, initial_lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         variant=muon_variant, beta2=0.9, ns_steps=5, nesterov=True)
+        else:
+            lr, betas, wd = adamw[name]
+            group.update(kind="adamw", lr=lr * lr_scale, initial_lr=lr * lr_scale, betas=betas, eps=1e-10,
+                         weight_decay=wd)
         param_groups.append(group)
-    return MuonAdamW(param_groups, momentum=momentum, betas=betas)
+    optimizer = MuonAdamW(param_groups, variant=muon_variant)
+    return Lookahead(optimizer, lookahead_k, lookahead_alpha) if lookahead_k > 0 else optimizer
 
 
-def lr_multiplier(step: int, num_iterations: int, schedule: str = "wsd", warmup_ratio: float = 0.0,
-                  warmdown_ratio: float = 0.2, final_lr_frac: float = 0.0) -> float:
-    """Learning-rate multiplier at `step` (0-based) of `num_iterations`.
-
-    - "wsd" (nanochat): linear warmup, constant, then linear warmdown to `final_lr_frac`;
-    - "cosine": linear warmup, then cosine decay to `final_lr_frac`;
-    - "constant": linear warmup, then 1.
-    """
-    warmup = round(warmup_ratio * num_iterations)
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    if schedule == "cosine":
-        progress = (step - warmup) / max(1, num_iterations - warmup)
-        return final_lr_frac + (1 - final_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    if schedule != "wsd":
-        raise ValueError(f"lr_schedule={schedule!r} is invalid: expected 'wsd', 'cosine' or 'constant'")
-    warmdown = round(warmdown_ratio * num_iterations)
-    if step <= num_iterations - warmdown:
-        return 1.0
-    progress = (num_iterations - step) / warmdown  # 1 -> 0 over the warmdown
-    return progress + (1 - progress) * final_lr_frac
-
-
-def muon_momentum(step: int, start: float = 0.85, end: float = 0.95, warmup_steps: int = 300) -> float:
-    """Muon momentum, warmed up linearly from `start` to `end` (nanochat)."""
-    frac = min(step / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
-    return (1 - frac) * start + frac * end
-
-
-def apply_schedule(optimizer: torch.optim.Optimizer, lr_mult: float, momentum: float | None = None) -> None:
-    """Set each group's lr to `initial_lr * lr_mult` and the Muon groups' momentum."""
+def apply_schedule(optimizer: torch.optim.Optimizer, lr_mult: float, momentum: float | None = None,
+                   weight_decay: float | None = None) -> None:
+    """Set each group's lr to `initial_lr * lr_mult`, and the Muon groups' momentum and weight decay."""
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * lr_mult
-        if momentum is not None and group.get("kind") == "muon":
-            group["momentum"] = momentum
+        if group.get("kind") == "muon":
+            if momentum is not None:
+                group["momentum"] = momentum
+            if weight_decay is not None:
+                group["weight_decay"] = weight_decay
 
 
-def parameter_groups_summary(optimizer: MuonAdamW) -> list[dict]:
-    """One row per group (name, kind, tensors, parameters, peak lr) for logs."""
+def parameter_groups_summary(optimizer: torch.optim.Optimizer) -> list[dict]:
+    """One row per group (name, kind, tensors, parameters, peak lr, betas, weight decay) for logs."""
     return [dict(name=g.get("name"), kind=g["kind"], tensors=len(g["params"]),
-                 params=sum(p.numel() for p in g["params"]), lr=g["initial_lr"]) for g in optimizer.param_groups]
+                 params=sum(p.numel() for p in g["params"]), lr=g["initial_lr"], betas=g.get("betas"),
+                 weight_decay=g["weight_decay"]) for g in optimizer.param_groups]

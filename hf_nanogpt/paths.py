@@ -58,6 +58,15 @@ def resolve_stage(name_or_path: str | os.PathLike, base: str | os.PathLike | Non
     return path
 
 
+def resolve_model_folder(name_or_path: str | os.PathLike, base: str | os.PathLike | None = None) -> Path:
+    """`resolve_stage`, and the folder must hold a model (`config.json`): checked before anything heavy loads."""
+    path = resolve_stage(name_or_path, base)
+    if not path.is_dir() or not (path / "config.json").is_file():
+        what = "is not a folder" if not path.is_dir() else "has no config.json"
+        raise FileNotFoundError(f"{path} {what}: expected a model folder (save_pretrained output, e.g. out/sft)")
+    return path
+
+
 def load_model_and_tokenizer(name_or_path, device: str = "cpu", dtype=None, base=None):
     """Load `(model, tokenizer)` from a stage name or folder, model in eval mode on `device`."""
     import torch

@@ -9,13 +9,16 @@ are derived in one place, `derive_plan()`, logged, and the resolved recipe is wr
 the checkpoints (`recipe.yaml`).
 
 Training horizon precedence (first one set wins): `num_iterations` > `target_flops` >
-`target_param_data_ratio` (tokens = ratio x parameters that do matmuls; nanochat's Chinchilla-style
-default of 20). For SFT and mid-training with a finite dataset, `num_epochs` may set it instead.
+`target_param_data_ratio` (tokens = ratio x the block matrices and LM head, nanochat master's
+scaling-law count, default 12). For SFT and mid-training with a finite dataset, `num_epochs` may set
+it instead. With `hyperparameter_transfer: nanochat` the batch size, every lr and the Muon weight
+decay are transferred from nanochat's d12 reference (`derive_plan`).
 """
 
 import argparse
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -28,6 +31,15 @@ import yaml
 from .stages import LEGACY_STAGE_NAMES, STAGES, stage_info
 
 _UNSET = -1
+# Keys of earlier releases, named in the error a recipe that still uses them gets.
+RENAMED_KEYS = {
+    "warmup_ratio": "replaced by warmup_steps, a number of steps as in nanochat master",
+    "muon_momentum": "renamed muon_momentum_end",
+    "adam_beta1": "the AdamW betas are per group now, see the table in hf_nanogpt/optim.py (optimizer=adamw: "
+                  "adamw_betas)",
+    "adam_beta2": "the AdamW betas are per group now, see the table in hf_nanogpt/optim.py (optimizer=adamw: "
+                  "adamw_betas)",
+}
 
 
 def _f(default, help: str, **kw):
@@ -53,10 +65,15 @@ class TrainRecipe:
     head_dim: int = _f(128, "width of one attention head")
     max_seq_len: int = _f(2048, "context length in tokens")
     n_kv_head: int = _f(_UNSET, "key/value heads for grouped-query attention; -1 = as many as query heads")
-    window_pattern: str | None = _f(None, "sliding-window layer pattern such as SSSL (S = window, L = full)")
-    sliding_window: int = _f(_UNSET, "window of the S layers in tokens; -1 = max_seq_len // 2")
-    model_preset: Literal["nanochat", "gpt2"] = _f("nanochat", "architecture family (gpt2 = nanoGPT's GPT-2)")
+    window_pattern: str | None = _f(None, "sliding-window layer pattern such as SSSL (S = window, L = full); "
+                                          "None = the preset's (nanochat: SSSL)")
+    sliding_window: int = _f(_UNSET, "window of the S layers in tokens, the current one included; -1 = the "
+                                     "preset's rule (nanochat: ceil(T/4/128)*128 + 1)")
+    model_preset: Literal["nanochat", "nanochat_jan2026", "gpt2"] = _f(
+        "nanochat", "architecture family: nanochat master, its January-2026 layout, or nanoGPT's GPT-2")
     model_config: dict = _f({}, "extra NanoGPTConfig fields, e.g. {dropout: 0.1} (JSON on the command line)")
+    vocab_size: int = _f(_UNSET, "tokens of the tokenizer the recipe expects (checked at start; lets --plan_only "
+                                 "size the model without it); -1 = whatever the tokenizer has")
     # --- data
     train_data: str = _f("stdlib", "training corpus (pretrain) -- see hf_nanogpt.data.corpus for the syntax")
     val_data: str | None = _f(None, "validation corpus; None = the documented split of train_data")
@@ -72,27 +89,46 @@ class TrainRecipe:
     num_proc: int | None = _f(None, "processes for tokenization (datasets.map num_proc)")
     # --- batch sizes
     device_batch_size: int = _f(32, "sequences per device per micro-step")
-    total_batch_size: int = _f(_UNSET, "tokens per optimizer step; -1 = device_batch_size * max_seq_len * world")
+    total_batch_size: int = _f(_UNSET, "tokens per optimizer step; -1 = nanochat's Power Lines batch with "
+                                       "hyperparameter_transfer=nanochat, else device_batch_size * max_seq_len * world")
     # --- training horizon (precedence: num_iterations > target_flops > target_param_data_ratio)
     num_iterations: int = _f(_UNSET, "optimizer steps; -1 = derive from target_flops or target_param_data_ratio")
     target_flops: float = _f(-1.0, "train for this many FLOPs; -1 = unused")
-    target_param_data_ratio: float = _f(20.0, "tokens per matmul parameter (Chinchilla ~20); -1 = unused")
+    target_param_data_ratio: float = _f(12.0, "tokens per scaling parameter (block matrices + LM head; nanochat "
+                                              "master: 12, Chinchilla ~20); -1 = unused")
     num_epochs: float = _f(-1.0, "mid/sft: passes over the mixture (used when num_iterations = -1); -1 = unused")
-    # --- optimizer (Muon for block matrices, AdamW for the rest; AdamW lrs scale with (width/768)^-0.5)
-    embedding_lr: float = _f(0.2, "AdamW lr of the token (and position) embeddings")
-    unembedding_lr: float = _f(0.004, "AdamW lr of the LM head")
-    matrix_lr: float = _f(0.02, "Muon lr of the 2-D matrices inside the blocks")
-    scalar_lr: float = _f(0.5, "AdamW lr of scalars and vectors (residual lambdas, norm weights, biases)")
-    weight_decay: float = _f(0.0, "decoupled weight decay of the Muon matrices (optimizer adamw: of every 2-D tensor)")
+    # --- optimizer (nanochat master; see hf_nanogpt/optim.py for the group table)
     optimizer: Literal["muon", "adamw"] = _f(
-        "muon", "muon = Muon for the block matrices + AdamW for the rest (nanochat); adamw = AdamW for all (nanoGPT)")
-    adam_beta1: float = _f(0.8, "AdamW beta1")
-    adam_beta2: float = _f(0.95, "AdamW beta2")
-    muon_momentum: float = _f(0.95, "Muon momentum after warmup")
+        "muon", "muon = Muon for the block matrices + AdamW for the rest (nanochat); adamw = AdamW for all, weight "
+        "decay on every 2-D tensor (nanoGPT)")
+    adamw_betas: list = _f([0.9, 0.95], "optimizer=adamw: the betas of every group (nanoGPT; its Shakespeare config: "
+                                        "[0.9, 0.99]); optimizer=muon uses the per-group table of optim.py")
+    muon_variant: Literal["nanochat", "keller"] = _f(
+        "nanochat", "Muon rule: nanochat = nanochat master (MuonEq, Polar Express, Muon+, NorMuon, cautious weight "
+        "decay); keller = Keller Jordan's Muon (= torch.optim.Muon)")
+    embedding_lr: float = _f(0.3, "AdamW lr of the token (and position) embeddings; value embeddings get half")
+    unembedding_lr: float = _f(0.008, "AdamW lr of the LM head")
+    matrix_lr: float = _f(0.02, "Muon lr of the 2-D matrices inside the blocks (x max(1, rows/cols)^0.5 each)")
+    scalar_lr: float = _f(0.5, "AdamW lr of the x0 scalars (resid_lambdas, norm weights and biases: x 0.01)")
+    weight_decay: float = _f(0.28, "Muon weight decay at the d12 reference (scaled by hyperparameter_transfer)")
+    weight_decay_schedule: Literal["cosine", "constant"] = _f(
+        "cosine", "Muon weight decay over the run: cosine from weight_decay to 0 (nanochat), or constant")
     muon_momentum_start: float = _f(0.85, "Muon momentum at step 0")
-    muon_momentum_warmup_steps: int = _f(300, "steps of linear Muon momentum warmup")
-    grad_clip: float = _f(1.0, "clip the global gradient norm to this value; 0 = no clipping")
-    init_lr_frac: float = _f(1.0, "scale every peak lr by this (nanochat: 1.0 for mid-training, 0.02 for SFT)")
+    muon_momentum_end: float = _f(0.97, "Muon momentum after the warmup")
+    muon_momentum_warmup_steps: int = _f(400, "steps of linear Muon momentum warmup (start -> end)")
+    muon_momentum_warmdown: float = _f(0.90, "Muon momentum at the last step, reached linearly across the "
+                                             "warmdown_ratio part of the run; = muon_momentum_end keeps it flat")
+    grad_clip: float = _f(0.0, "gradient clipping threshold (norm); 0 = no clipping (nanochat)")
+    grad_clip_mode: Literal["global", "per_param", "per_layer"] = _f(
+        "global", "what one norm covers: all gradients, each parameter tensor, or each block (per_layer)")
+    lookahead_k: int = _f(0, "Lookahead (Zhang et al. 2019) around the whole optimizer: sync every k steps; 0 = off")
+    lookahead_alpha: float = _f(0.5, "Lookahead: fraction of the way the slow weights move to the fast ones")
+    hyperparameter_transfer: Literal["none", "nanochat"] = _f(
+        "none", "nanochat = transfer from the d12 reference (pretraining): total_batch_size -1 -> Power Lines "
+        "batch, every lr x sqrt(B/2^19), weight_decay x sqrt(B/2^19) x D_ref/D; none = the recipe values as written")
+    init_lr_frac: float = _f(1.0, "scale every peak lr by this (nanochat master SFT: 0.8)")
+    lrs_from_init: bool = _f(False, "mid/sft: take the four lrs (embedding, unembedding, matrix, scalar) from the "
+                                    "init_from run's recipe.yaml (nanochat master's SFT)")
     # --- loss terms (hf_nanogpt.loss_nanogpt.LOSS_TERMS), added to the cross-entropy and logged apart
     z_loss_coef: float = _f(0.0, "coefficient of PaLM's z-loss, mean log(Z)^2 of the softmax (PaLM: 1e-4); 0 = off")
     label_smoothing: float = _f(0.0, "label smoothing epsilon (as F.cross_entropy's); 0 = off")
@@ -102,12 +138,16 @@ class TrainRecipe:
     lora_alpha: int = _f(16, "LoRA alpha")
     lora_dropout: float = _f(0.0, "LoRA dropout")
     lora_lr: float = _f(1e-3, "AdamW lr of the LoRA adapters")
-    # --- schedule
-    lr_schedule: Literal["wsd", "cosine", "constant"] = _f(
-        "wsd", "wsd = nanochat's warmup / constant / linear warmdown; cosine; constant (after warmup)")
-    warmup_ratio: float = _f(0.0, "fraction of steps of linear lr warmup")
-    warmdown_ratio: float = _f(0.2, "fraction of final steps of linear lr warmdown (wsd)")
-    final_lr_frac: float = _f(0.0, "lr at the end as a fraction of the peak")
+    # --- lr schedule (hf_nanogpt/schedules.py)
+    lr_schedule: Literal["wsd", "cosine", "step", "constant"] = _f(
+        "wsd", "wsd = nanochat's warmup / constant / linear warmdown; cosine; step (step_milestones/step_factors); "
+        "constant (after warmup)")
+    warmup_steps: int = _f(40, "steps of linear lr warmup (nanochat master: 40)")
+    warmdown_ratio: float = _f(0.65, "fraction of final steps of linear lr warmdown (wsd) and of Muon momentum "
+                                     "warmdown")
+    final_lr_frac: float = _f(0.05, "lr at the end as a fraction of the peak (wsd, cosine)")
+    step_milestones: list = _f([], "lr_schedule=step: increasing fractions of the run, e.g. [0.5, 0.8]")
+    step_factors: list = _f([], "lr_schedule=step: the lr multiplier from each milestone on, e.g. [0.5, 0.1]")
     # --- evaluation, sampling, checkpoints
     eval_every: int = _f(250, "steps between val bits-per-byte evaluations; -1 = only at the end")
     eval_tokens: int = _f(10_485_760, "tokens of validation data per evaluation")
@@ -120,6 +160,7 @@ class TrainRecipe:
     log_every: int = _f(1, "steps between log lines")
     # --- runtime
     dry_run: bool = _f(False, "train and evaluate but write nothing (no checkpoints, no report)")
+    plan_only: bool = _f(False, "print the resolved recipe and derived plan as JSON and exit (reads no data)")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = _f(
         "auto", "autocast dtype: auto = bfloat16 on GPUs that support it, float32 on CPU")
     compile: bool = _f(False, "torch.compile the model")
@@ -138,19 +179,19 @@ class TrainRecipe:
         for key in ("embedding_lr", "unembedding_lr", "matrix_lr", "scalar_lr", "lora_lr", "init_lr_frac"):
             if getattr(self, key) < 0:
                 raise ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected >= 0")
-        for key in ("warmup_ratio", "warmdown_ratio", "final_lr_frac"):
+        for key in ("warmdown_ratio", "final_lr_frac"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected a value in [0, 1]")
-        if self.warmup_ratio + self.warmdown_ratio > 1.0:
-            raise ValueError(f"recipe keys warmup_ratio={self.warmup_ratio} + warmdown_ratio={self.warmdown_ratio} "
-                             "exceed 1: warmup and warmdown would overlap")
         if self.stage != "base" and not self.mixture:
             raise ValueError(f"recipe key mixture is empty: stage {self.stage!r} trains on a chat task mixture")
         if self.stage != "base" and self.init_from is None:
             raise ValueError(f"recipe key init_from is unset: stage {self.stage!r} starts from an earlier checkpoint")
         if self.lora_r < 0:
             raise ValueError(f"recipe key lora_r={self.lora_r} is invalid: expected >= 0")
+        self._validate_optimizer_and_schedule()
         self._validate_data_and_loss()
+        self.check_ranges()
+        check_model_config(self.model_config)
 
     def _validate_data_and_loss(self) -> None:
         if self.seq_len_warmup_steps < 0:
@@ -165,6 +206,10 @@ class TrainRecipe:
             if (self.device_batch_size * self.max_seq_len) % 8:
                 raise ValueError(f"recipe keys device_batch_size x max_seq_len = {self.device_batch_size} x "
                                  f"{self.max_seq_len} must be a multiple of 8 for the sequence-length warmup")
+        betas = self.adamw_betas
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"recipe key adamw_betas={betas!r} is invalid: expected two values in [0, 1), e.g. "
+                             "[0.9, 0.95]")
         if self.z_loss_coef < 0:
             raise ValueError(f"recipe key z_loss_coef={self.z_loss_coef} is invalid: expected >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -186,8 +231,100 @@ class TrainRecipe:
         terms = {"z_loss": self.z_loss_coef, "label_smoothing": self.label_smoothing, **self.loss_terms}
         return {name: float(coef) for name, coef in terms.items() if coef}
 
+    def _validate_optimizer_and_schedule(self) -> None:
+        """The optimizer, clipping, Lookahead, transfer and schedule keys (hf_nanogpt/optim.py, schedules.py)."""
+        for key in ("warmup_steps", "muon_momentum_warmup_steps", "lookahead_k"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected an integer >= 0")
+        for key in ("weight_decay", "grad_clip"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected >= 0")
+        for key in ("muon_momentum_start", "muon_momentum_end", "muon_momentum_warmdown"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected a value in [0, 1)")
+        if not 0.0 < self.lookahead_alpha <= 1.0:
+            raise ValueError(f"recipe key lookahead_alpha={self.lookahead_alpha!r} is invalid: expected a value in "
+                             "(0, 1]")
+        milestones, factors = self.step_milestones, self.step_factors
+        if self.lr_schedule == "step" or milestones or factors:
+            if self.lr_schedule != "step":
+                raise ValueError(f"recipe keys step_milestones/step_factors are set but lr_schedule="
+                                 f"{self.lr_schedule!r}: they only apply to lr_schedule=step")
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in milestones + factors)
+            if not milestones or len(milestones) != len(factors) or not numbers:
+                raise ValueError(f"recipe keys step_milestones={milestones!r} and step_factors={factors!r} are "
+                                 "invalid: expected two lists of numbers of the same length, e.g. [0.5, 0.8] and "
+                                 "[0.5, 0.1]")
+            if any(not 0.0 < m < 1.0 for m in milestones) or list(milestones) != sorted(set(milestones)):
+                raise ValueError(f"recipe key step_milestones={milestones!r} is invalid: expected increasing "
+                                 "fractions of the run in (0, 1)")
+            if any(f < 0 for f in factors):
+                raise ValueError(f"recipe key step_factors={factors!r} is invalid: expected multipliers >= 0")
+        if self.hyperparameter_transfer == "nanochat":
+            if self.stage != "base":
+                raise ValueError(f"recipe key hyperparameter_transfer=nanochat applies to pretraining (stage base), "
+                                 f"not stage {self.stage!r}: later stages inherit the base run's values")
+            if self.target_param_data_ratio <= 0:
+                raise ValueError("recipe key hyperparameter_transfer=nanochat needs target_param_data_ratio > 0: the "
+                                 "transfer's data horizon D is target_param_data_ratio x the scaling parameters")
+        if self.lrs_from_init and self.stage == "base":
+            raise ValueError("recipe key lrs_from_init=true applies to mid/sft (it reads the init_from run's lrs), "
+                             "not to pretraining")
+
+    # ------------------------------------------------------------------ ranges (hostile-input checks)
+    # Values that parse and type-check but would fail late (at the first evaluation, at the end of the
+    # run) or silently do something else. Each error names the key, the value and what is expected.
+    def check_ranges(self) -> None:
+        """Refuse out-of-range values of the optimizer, cadence, horizon and checkpoint keys."""
+        def bad(key: str, expected: str):
+            return ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected {expected}")
+
+        for key in ("eval_every", "save_every", "core_metric_every", "sample_every", "num_iterations",
+                    "max_steps_per_run", "total_batch_size", "core_metric_max_per_task", "n_kv_head", "sliding_window"):
+            value = getattr(self, key)
+            if value == 0 or value < -1:  # 0 would mean "every 0 steps" or "no batch": nothing sensible
+                raise bad(key, "a positive integer, or -1 (" + ("never" if key.endswith("_every") else "unset") + ")")
+        for key in ("target_flops", "target_param_data_ratio", "num_epochs"):
+            if getattr(self, key) <= 0 and getattr(self, key) != -1:
+                raise bad(key, "a positive number, or -1 (unused)")
+        for key in ("eval_tokens", "lora_alpha"):
+            if getattr(self, key) <= 0:
+                raise bad(key, "a positive integer")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise bad("lora_dropout", "a value in [0, 1)")
+        saves = self.save_every > 0 or self.max_steps_per_run > 0
+        if saves and self.keep_checkpoints < 1:  # keeping none would delete the checkpoint `latest` names
+            raise bad("keep_checkpoints", ">= 1 when checkpoints are saved (save_every or max_steps_per_run is set)")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def model_config_fields() -> set[str]:
+    """Names a recipe's `model_config` may set: `NanoGPTConfig`'s fields and its nanoGPT aliases."""
+    from .configuration_nanogpt import NanoGPTConfig
+
+    if dataclasses.is_dataclass(NanoGPTConfig):  # PreTrainedConfig is a dataclass in transformers 5.x
+        names = {f.name for f in dataclasses.fields(NanoGPTConfig)}
+    else:
+        import inspect
+
+        names = set(inspect.signature(NanoGPTConfig.__init__).parameters) - {"self", "kwargs"}
+    return names | set(NanoGPTConfig.attribute_map)
+
+
+def check_model_config(model_config: dict) -> None:
+    """Refuse unknown `model_config` keys (a typo such as `droput` would otherwise land silently in
+    config.json), naming the key and the closest valid names."""
+    import difflib
+
+    valid = model_config_fields()
+    for key in model_config:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), sorted(valid), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"recipe key model_config has an unknown field {key!r}{hint} "
+                             f"(NanoGPTConfig fields: {', '.join(sorted(valid))})")
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -290,7 +427,8 @@ def load_recipe_file(path: str | os.PathLike, cls=TrainRecipe) -> dict[str, Any]
         if key in hints:
             value = data[key] = _normalize(value, hints[key])
         if key not in hints:
-            raise ValueError(f"recipe file {path}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+            hint = f" ({RENAMED_KEYS[key]})" if key in RENAMED_KEYS else ""
+            raise ValueError(f"recipe file {path}: unknown key {key!r}{hint}; valid keys: {', '.join(valid)}")
         if not _type_ok(value, hints[key]):
             raise ValueError(f"recipe file {path}: key {key!r} has value {value!r} "
                              f"({type(value).__name__}); expected {_describe(hints[key])}")
@@ -309,7 +447,9 @@ def parse_recipe(argv: list[str] | None = None, cls=TrainRecipe, description: st
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         valid = ", ".join(f.name for f in dataclasses.fields(cls))
-        parser.error(f"unknown argument(s) {' '.join(unknown)}; valid keys: {valid}")
+        hints = "".join(f" ({RENAMED_KEYS[k]})" for k in (u.lstrip("-").split("=")[0] for u in unknown)
+                        if k in RENAMED_KEYS)
+        parser.error(f"unknown argument(s) {' '.join(unknown)}{hints}; valid keys: {valid}")
     values = dict(defaults or {})
     if args.recipe:
         values.update(load_recipe_file(args.recipe, cls))
@@ -333,7 +473,34 @@ def save_recipe(recipe, path: str | os.PathLike, derived: dict[str, Any] | None 
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+INHERITED_LRS = ("embedding_lr", "unembedding_lr", "matrix_lr", "scalar_lr")
+
+
+def inherit_learning_rates(recipe: TrainRecipe, folder: str | os.PathLike) -> TrainRecipe:
+    """`recipe` with the four lrs of the run that wrote `folder` (its `recipe.yaml`), for `lrs_from_init`.
+
+    nanochat master's SFT starts from the base run's lrs as that run was configured (before its own
+    batch-size transfer) and scales them by `init_lr_frac`.
+    """
+    path = Path(folder) / "recipe.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe key lrs_from_init=true but {path} does not exist (the init_from folder was "
+                                f"not written by this project's training): set {', '.join(INHERITED_LRS)} explicitly")
+    saved = (yaml.safe_load(path.read_text()) or {}).get("recipe", {})
+    missing = [k for k in INHERITED_LRS if not isinstance(saved.get(k), (int, float))]
+    if missing:
+        raise ValueError(f"{path}: lrs_from_init=true but the saved recipe has no {', '.join(missing)}")
+    return dataclasses.replace(recipe, **{k: float(saved[k]) for k in INHERITED_LRS})
+
+
 # ----------------------------------------------------------------------------- derivations
+
+
+# nanochat's reference point for hyperparameter transfer: the lrs and weight decay were tuned on d12 at
+# B_ref = 2^19 tokens per step and D_ref = target_param_data_ratio x d12's scaling parameters.
+REFERENCE_DEPTH = 12
+REFERENCE_BATCH_SIZE = 2**19
+POWER_LINES_EXPONENT = 0.383  # B_opt ~ D^0.383 (Bergsma et al. 2025, "Power Lines", arXiv:2505.13738)
 
 
 @dataclass
@@ -343,44 +510,141 @@ class TrainingPlan:
     world_size: int
     tokens_per_micro_step: int  # device_batch_size * max_seq_len * world_size
     total_batch_size: int  # tokens per optimizer step
+    batch_size_source: str  # "total_batch_size", "power_lines" or "one micro-step"
     grad_accum_steps: int
     num_iterations: int
     horizon_source: str  # which recipe key set num_iterations
     total_tokens: int
     flops_per_token: int
     total_flops: float
+    scaling_params: int  # block matrices + LM head: what the data:param ratio counts (nanochat master)
+    # hyperparameter transfer (hyperparameter_transfer=nanochat; 1.0 / the recipe's values otherwise)
+    reference_tokens: int | None  # D_ref = ratio x d12's scaling parameters
+    target_tokens: int | None  # D = ratio x this model's scaling parameters
+    batch_lr_scale: float  # sqrt(B / B_ref)
+    weight_decay: float  # Muon weight decay at step 0: weight_decay x sqrt(B / B_ref) x D_ref / D
+    lrs: dict  # peak lrs as the optimizer receives them (recipe lr x batch_lr_scale x init_lr_frac)
+    # schedules (hf_nanogpt/schedules.py)
+    lr_schedule: str
+    warmup_steps: int
+    warmdown_steps: int
+    final_lr_frac: float
 
 
-def derive_plan(recipe: TrainRecipe, flops_per_token: int, matmul_params: int, world_size: int = 1,
-                tokens_per_epoch: int | None = None) -> TrainingPlan:
-    """Derive gradient accumulation and the number of steps (numbered as in the module docstring).
+def derive_plan(recipe: TrainRecipe, flops_per_token: int, scaling_params: int, world_size: int = 1,
+                tokens_per_epoch: int | None = None, reference_scaling_params: int | None = None) -> TrainingPlan:
+    """Derive the batch, the number of steps, the transferred lrs and weight decay (nanochat master's
+    `base_train.py`, numbered as there).
 
-    1. tokens per micro-step = device_batch_size x max_seq_len x world_size;
-    2. total_batch_size (-1 = one micro-step) must be a multiple of it: grad_accum = ratio;
-    3. steps = num_iterations, else target_flops / (flops_per_token x total_batch_size), else
-       target_param_data_ratio x matmul_params / total_batch_size, else num_epochs x tokens_per_epoch
-       / total_batch_size.
+    `scaling_params` = block matrices + LM head of the model (nanochat master's scaling-law count);
+    `reference_scaling_params` the same of the d12 reference (needed by hyperparameter_transfer=nanochat).
+
+    1. horizon D = int(target_param_data_ratio x scaling_params) tokens; D_ref the same for d12;
+    2. batch: total_batch_size, or with -1 and the nanochat transfer Power Lines
+       2^round(log2(B_ref (D / D_ref)^0.383)), else one micro-step (device_batch_size x max_seq_len x world);
+       it must be a multiple of the micro-step: grad_accum = ratio;
+    3. transfer: every lr x sqrt(B / B_ref);
+    4. transfer: weight decay x sqrt(B / B_ref) x D_ref / D (the T_epoch rule, arXiv:2405.13698);
+    5. steps = num_iterations, else round(target_flops / (flops_per_token x B)), else D // B (pretraining),
+       else round(num_epochs x tokens_per_epoch / B).
     """
+
+    transfer = recipe.hyperparameter_transfer == "nanochat"
     micro = recipe.device_batch_size * recipe.max_seq_len * world_size
-    total = micro if recipe.total_batch_size == _UNSET else recipe.total_batch_size
+    target = reference = None
+    if recipe.target_param_data_ratio > 0:  # 1.
+        target = int(recipe.target_param_data_ratio * scaling_params)
+    if transfer:
+        if reference_scaling_params is None:
+            raise ValueError("hyperparameter_transfer=nanochat needs the d12 reference's scaling parameters")
+        reference = int(recipe.target_param_data_ratio * reference_scaling_params)
+    if recipe.total_batch_size != _UNSET:  # 2.
+        total, batch_source = recipe.total_batch_size, "total_batch_size"
+    elif transfer:
+        predicted = REFERENCE_BATCH_SIZE * (target / reference) ** POWER_LINES_EXPONENT
+        total, batch_source = 2 ** round(math.log2(predicted)), "power_lines"
+    else:
+        total, batch_source = micro, "one micro-step"
     if total <= 0 or total % micro:
+        derived = f" ({batch_source}: {total} tokens)" if batch_source == "power_lines" else ""
         raise ValueError(
-            f"recipe key total_batch_size={recipe.total_batch_size} is not a positive multiple of "
-            f"device_batch_size x max_seq_len x processes = {recipe.device_batch_size} x {recipe.max_seq_len} x "
-            f"{world_size} = {micro}: lower device_batch_size or pick a multiple of {micro}")
-    if recipe.num_iterations > 0:
+            f"recipe key total_batch_size={recipe.total_batch_size}{derived} is not a "
+            f"positive multiple of device_batch_size x max_seq_len x processes = {recipe.device_batch_size} x "
+            f"{recipe.max_seq_len} x {world_size} = {micro}: lower device_batch_size or pick a multiple of {micro}")
+    batch_lr_scale = math.sqrt(total / REFERENCE_BATCH_SIZE) if transfer else 1.0  # 3.
+    weight_decay = recipe.weight_decay * batch_lr_scale * (reference / target) if transfer else recipe.weight_decay
+    if recipe.num_iterations > 0:  # 5.
         steps, source = recipe.num_iterations, "num_iterations"
     elif recipe.target_flops > 0:
         steps, source = round(recipe.target_flops / (flops_per_token * total)), "target_flops"
-    elif recipe.stage == "base" and recipe.target_param_data_ratio > 0:
-        steps, source = round(recipe.target_param_data_ratio * matmul_params / total), "target_param_data_ratio"
+    elif recipe.stage == "base" and target:
+        steps, source = target // total, "target_param_data_ratio"
     elif recipe.num_epochs > 0 and tokens_per_epoch:
         steps, source = round(recipe.num_epochs * tokens_per_epoch / total), "num_epochs"
     else:
         raise ValueError("recipe sets no training horizon: set num_iterations, target_flops, "
                          "target_param_data_ratio (pretraining) or num_epochs (mid/sft)")
     steps = max(1, steps)
+    scale = batch_lr_scale * recipe.init_lr_frac
+    lrs = {k: getattr(recipe, k) * scale for k in ("embedding_lr", "unembedding_lr", "matrix_lr", "scalar_lr",
+                                                    "lora_lr")}
     return TrainingPlan(world_size=world_size, tokens_per_micro_step=micro, total_batch_size=total,
-                        grad_accum_steps=total // micro, num_iterations=steps, horizon_source=source,
-                        total_tokens=steps * total, flops_per_token=flops_per_token,
-                        total_flops=float(steps) * total * flops_per_token)
+                        batch_size_source=batch_source, grad_accum_steps=total // micro, num_iterations=steps,
+                        horizon_source=source, total_tokens=steps * total, flops_per_token=flops_per_token,
+                        total_flops=float(steps) * total * flops_per_token, scaling_params=scaling_params,
+                        reference_tokens=reference, target_tokens=target, batch_lr_scale=batch_lr_scale,
+                        weight_decay=weight_decay, lrs=lrs, lr_schedule=recipe.lr_schedule,
+                        warmup_steps=recipe.warmup_steps, warmdown_steps=round(recipe.warmdown_ratio * steps),
+                        final_lr_frac=recipe.final_lr_frac)
+
+
+# ----------------------------------------------------------------------------- memory, before allocation
+
+
+def training_memory_lower_bound(config, batch_size: int, seq_len: int, device="cpu",
+                                fused_loss: bool = True) -> dict[str, int]:
+    """Bytes a training step needs at the very least, from the model built on the meta device (no
+    memory is allocated): float32 weights, their gradients and one optimizer state each (Muon keeps
+    one momentum, AdamW two), the non-persistent buffers (rotary tables grow with the context), the
+    float32 logits the loss holds at once and one (B, T, width) float32 activation per layer.
+    The training loop's fused loss (`fused_loss`, loss_nanogpt.py) holds one (block, vocab) block of
+    logits at a time, the plain path the (B, T, vocab) logits of the micro-batch.
+    The real peak is higher; a recipe whose lower bound already exceeds the device is refused."""
+    import torch
+
+    from .loss_nanogpt import chunk_rows
+    from .modeling_nanogpt import NanoGPTForCausalLM
+
+    with torch.device("meta"):
+        model = NanoGPTForCausalLM(config)
+    params = sum(p.numel() for p in model.parameters())
+    tokens = batch_size * seq_len
+    return {"weights, gradients, optimizer": 12 * params,
+            "buffers": sum(b.numel() * b.element_size() for b in model.buffers()),
+            "logits": 4 * config.vocab_size * (min(tokens, chunk_rows(tokens, config.hidden_size, config.vocab_size,
+                                                                      torch.device(device))) if fused_loss else tokens),
+            "activations": 4 * tokens * config.hidden_size * config.num_hidden_layers}
+
+
+def device_memory_bytes(device) -> tuple[int, str]:
+    """(total memory, description) of a torch device: the GPU's memory, else the machine's RAM."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return props.total_memory, f"GPU {props.name}"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "machine's RAM"
+
+
+def check_fits_in_memory(recipe: TrainRecipe, config, device) -> None:
+    """Refuse, naming max_seq_len and device_batch_size, a recipe whose model and micro-batch cannot fit
+    the device (estimated before anything is allocated: `training_memory_lower_bound`)."""
+    parts = training_memory_lower_bound(config, recipe.device_batch_size, recipe.max_seq_len, device)
+    need, (have, where) = sum(parts.values()), device_memory_bytes(device)
+    if need > have:
+        gib = lambda n: f"{n / 2**30:,.1f} GiB"  # noqa: E731
+        detail = ", ".join(f"{k} {gib(v)}" for k, v in parts.items())
+        raise ValueError(f"recipe keys max_seq_len={recipe.max_seq_len} and device_batch_size="
+                         f"{recipe.device_batch_size}: one training step needs at least {gib(need)} ({detail}), "
+                         f"more than the {where} ({gib(have)}); lower max_seq_len or device_batch_size")

@@ -1,4 +1,4 @@
-"""OpenAI-compatible chat server and the chat web page (FastAPI).
+"""OpenAI-compatible chat server, nanoGPT's `POST /generate`, and the chat web page (FastAPI).
 
 `create_app(model, tokenizer, ...)` builds the app; `scripts/chat_web.py` loads a model folder and
 runs it under uvicorn (bound to 127.0.0.1 unless asked otherwise).
@@ -7,226 +7,63 @@ Routes:
 - `POST /v1/chat/completions`: OpenAI's request and response shape (`messages`, `max_tokens` /
   `max_completion_tokens`, `temperature`, `top_p`, `n`, `seed`, `stream`, `stream_options`, plus
   `top_k`); `stream: true` answers with server-sent events: `data: {chat.completion.chunk}` lines,
-  then `data: [DONE]`.
+  then `data: [DONE]`. `content` is readable text (a calculator call reads `calc: 12 * 34 = 408`);
+  the extension fields `raw_content` (the reply with its control tokens, also in stream deltas) and
+  `segments` (`[{"type": "text"|"python"|"output", "text"}]`) keep what the model wrote.
+- `POST /generate`: `{"prompt", "max_tokens", "temperature"}` -> `{"generated_text", "prompt"}`, a
+  plain-text continuation of `prompt` (after `<|bos|>`), with the same limits and errors.
 - `GET /v1/models`, `GET /health` (workers busy / requests queued), `GET /` (the chat page, files in
-  `hf_nanogpt/static/`).
+  `hf_nanogpt/static/`), `GET /docs` and `/openapi.json` (Swagger UI from local files, never a CDN;
+  behind the key when one is set; `docs=False` turns them off).
 
-Bad input is answered 4xx with an OpenAI-style error body naming the problem, never a 500: invalid
-JSON (400), a field of the wrong type or range (400), an unknown role or out-of-order roles (400),
-empty `messages` (400), `max_tokens` above the server limit (400), a prompt that does not fit the
-context (400), a wrong or missing API key (401), an unknown model name (404), a full queue (503).
+Nothing a client sends is answered with a 5xx (a property-based fuzz test holds the server to it):
+a host name not served (400), a body over `max_body_bytes` (413, before it is read or parsed), a POST
+that is not `application/json` (415), invalid JSON or a field of the wrong type or range (400; types
+are strict: `"5"` is not an integer), an unknown role or out-of-order roles (400), `max_tokens`
+above the server limit (400), a prompt that does not fit the context (400, code
+`context_length_exceeded`), a wrong or missing API key (401), an unknown model name (404), a full
+queue (503). Only a failure of the model itself is a 500 (in-band in a stream already started).
+
+Parsing, validation and tokenization run in a thread, off the event loop, and a prompt that cannot
+fit the context is refused from its byte count before it is tokenized, so `/health` stays
+responsive while the largest allowed request is processed (`python scripts/bench.py server`).
+
+Browser safety: the `Host` header must name this server (`allowed_hosts`; the loopback names by
+default), so a web page whose domain was rebound to 127.0.0.1 gets 400; no CORS headers are sent
+unless `cors_origins` lists origins, and JSON-only POSTs mean a page on another origin cannot send
+a request without a preflight this server does not grant.
 
 Concurrency is a worker queue, not cross-request batching: `workers` requests generate at once
 (each in its own thread over the one shared model; the engine batches the `n` samples of a request),
-later requests wait in FIFO order, and more than `max_queue` waiting are refused with 503. A client
-that disconnects (mid-stream or while queued) cancels its generation at the next token and frees its
-worker slot.
-
-Tool calls appear in the reply text as the model wrote them:
-`<|python_start|>expr<|python_end|><|output_start|>result<|output_end|>`; an assistant message sent
-back in that form is turned into the matching python/output parts, so tool-use history round-trips.
+later requests wait in FIFO order, and beyond `workers + max_queue` admitted requests the rest get
+503 (`hf_nanogpt/server_pool.py`). A client that disconnects (mid-stream or while queued) cancels its
+generation at the next token and frees its worker slot.
 """
 
-import asyncio
 import json
 import logging
-import threading
+import math
 import time
 import uuid
 from importlib import resources
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from .engine import ChatTokens, Engine, TextStream, assistant_parts
-from .tokenization import render_for_completion
+from .engine import ChatTokens, Engine
+from .server_guard import LOOPBACK_HOSTS, ApiError, BodyLimit, check_bearer, require_json
+from .server_pool import Ticket, WorkerPool
+from .server_schema import (ChatCompletionRequest, GenerateRequest, ReplyText, context_error, min_prompt_tokens,
+                            parse_json, reply_segments, to_conversation, validate)
+from .tokenization import get_encoder, render_for_completion, token_bytes
 
 logger = logging.getLogger(__name__)
 
-class ApiError(Exception):
-    """An error answered to the client: HTTP status, message, and the OpenAI error type / param."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.kind = status, message, param, kind
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}}
-        return JSONResponse(body, status_code=self.status)
-
-
-# ----------------------------------------------------------------------------- request schema
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class ChatMessage(BaseModel):
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-
-
-class ChatCompletionRequest(BaseModel):
-    """The OpenAI chat-completions fields this server honours; other fields are accepted and ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str | None = None
-    messages: list[ChatMessage]
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=1)
-    n: int = Field(default=1, ge=1)
-    seed: int | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-
-
-def _validation_message(err: ValidationError) -> tuple[str, str | None]:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
-    return f"{where}: {first['msg']} (got {first.get('input')!r:.60})", where
-
-
-def _to_conversation(request: ChatCompletionRequest) -> list[dict]:
-    """OpenAI messages -> the tokenizer's message schema; checks roles and content."""
-    if not request.messages:
-        raise ApiError(400, "messages is empty: send at least one user message", "messages")
-    messages = []
-    for i, m in enumerate(request.messages):
-        if m.role not in ("system", "user", "assistant"):
-            raise ApiError(400, f"messages[{i}].role: unknown role {m.role!r} (expected system, user or assistant)",
-                           f"messages[{i}].role")
-        content = m.content
-        if content is None:
-            raise ApiError(400, f"messages[{i}].content is missing", f"messages[{i}].content")
-        if isinstance(content, list):  # OpenAI content parts: only text parts carry meaning here
-            kinds = {p.get("type") for p in content}
-            if m.role == "assistant" and kinds <= {"text", "python", "output"}:
-                messages.append({"role": m.role, "content": content})
-                continue
-            if kinds - {"text"}:
-                raise ApiError(400, f"messages[{i}].content: only text parts are supported, "
-                               f"got {sorted(map(str, kinds))}", f"messages[{i}].content")
-            content = "".join(str(p.get("text", "")) for p in content)
-        if m.role == "assistant":
-            content = assistant_parts(content)
-        messages.append({"role": m.role, "content": content})
-    if messages[-1]["role"] != "user":
-        raise ApiError(400, f"the last message must come from the user, got {messages[-1]['role']}",
-                       f"messages[{len(messages) - 1}].role")
-    return messages
-
-
-# ----------------------------------------------------------------------------- workers
-
-
-class WorkerPool:
-    """At most `workers` generations run at once; the rest wait in FIFO order (asyncio.Semaphore is
-    fair), at most `max_queue` of them. A slot is freed when the generation thread has stopped."""
-
-    def __init__(self, workers: int, max_queue: int):
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
-        self.workers, self.max_queue = workers, max_queue
-        self.busy = self.queued = self.served = 0
-        self._slots: asyncio.Semaphore | None = None  # created inside the server's event loop
-
-    def stats(self) -> dict:
-        return {"workers": self.workers, "busy": self.busy, "queued": self.queued, "served": self.served}
-
-    def full(self) -> bool:
-        """True when a new request would find no free slot and no room in the queue."""
-        return self.busy >= self.workers and self.queued >= self.max_queue
-
-    def _abandon(self, acquire: asyncio.Future) -> None:
-        """Give up a pending or finished slot acquisition without leaking the slot."""
-        if acquire.done():
-            if not acquire.cancelled() and acquire.exception() is None:
-                self._slots.release()
-        else:  # Semaphore.acquire passes a wake-up it received on to the next waiter when cancelled
-            acquire.cancel()
-
-    async def stream(self, generate, wait_for_disconnect):
-        """Run the blocking iterator factory `generate()` in a worker thread; yield its items here.
-
-        `wait_for_disconnect()` returns an awaitable that completes when the client goes away: the
-        generation is then cancelled at its next step (or never starts, if it was still queued), and
-        the slot returns to the pool once the thread has stopped.
-        """
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.workers)
-        if self.full():
-            raise ApiError(503, f"server busy: {self.queued} requests already queued", kind="server_busy")
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
-        watcher = asyncio.ensure_future(wait_for_disconnect())
-        watcher.add_done_callback(lambda _: (cancel.set(), items.put_nowait(("cancelled", None))))
-        acquire = asyncio.ensure_future(self._slots.acquire())
-        self.queued += 1
-        try:
-            await asyncio.wait([acquire, watcher], return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # this request was cancelled while queued
-            self._abandon(acquire)
-            watcher.cancel()
-            raise
-        finally:
-            self.queued -= 1
-        if not acquire.done() or cancel.is_set():  # the client left while queued
-            self._abandon(acquire)
-            watcher.cancel()
-            return
-        self.busy += 1
-
-        def release() -> None:
-            self.busy -= 1
-            self.served += 1
-            self._slots.release()
-
-        def post(kind, value) -> None:
-            try:
-                loop.call_soon_threadsafe(items.put_nowait, (kind, value))
-            except RuntimeError:  # the event loop is gone (server shutting down)
-                pass
-
-        def work() -> None:
-            try:
-                iterator = generate()
-                for item in iterator:
-                    if cancel.is_set():
-                        iterator.close()
-                        break
-                    post("item", item)
-            except Exception as err:  # reported to the client; the worker survives
-                post("error", err)
-            finally:
-                post("done", None)
-                try:
-                    loop.call_soon_threadsafe(release)
-                except RuntimeError:
-                    pass
-
-        threading.Thread(target=work, name="hf_nanogpt-generate", daemon=True).start()
-        try:
-            while True:
-                kind, value = await items.get()
-                if kind == "item":
-                    yield value
-                elif kind == "error":
-                    raise value
-                else:  # done or cancelled
-                    return
-        finally:
-            cancel.set()
-            watcher.cancel()
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024  # a chat request of 4 MB is far past any context this serves
 
 
 async def _wait_for_disconnect(request: Request) -> None:
@@ -235,7 +72,27 @@ async def _wait_for_disconnect(request: Request) -> None:
         pass
 
 
-# ----------------------------------------------------------------------------- the app
+class _TicketStream(StreamingResponse):
+    """A streamed reply that gives its pool ticket back if the generation never started (the
+    client left before the stream began, or the response was never sent)."""
+
+    def __init__(self, content, ticket: Ticket, **kwargs):
+        super().__init__(content, **kwargs)
+        self.ticket = ticket
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.ticket.release_if_idle()
+
+
+def _docs_assets():
+    """Swagger UI's files from the `fastapi-offline` package (served locally), or None without it."""
+    try:
+        return resources.files("fastapi_offline").joinpath("static")
+    except ModuleNotFoundError:
+        return None
 
 
 def create_app(
@@ -251,19 +108,35 @@ def create_app(
     max_n: int = 8,
     temperature: float = 0.8,
     top_k: int | None = 50,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    allowed_hosts: list[str] | None = None,
+    cors_origins: list[str] | None = None,
+    docs: bool = True,
 ) -> FastAPI:
     """The chat API + web page for `model` (a causal LM, eval mode) and its chat `tokenizer`.
 
-    `api_key`: when set, `/v1/*` requires `Authorization: Bearer <api_key>`. `max_tokens_limit` caps
-    a request's `max_tokens`; `temperature` and `top_k` are the defaults for requests that omit them.
+    `api_key`: when set, `/v1/*`, `/generate`, `/docs` and `/openapi.json` require
+    `Authorization: Bearer <api_key>`. `max_tokens_limit` caps a request's `max_tokens`;
+    `temperature` and `top_k` are the defaults for requests that omit them. `allowed_hosts`: the
+    `Host` names accepted (default: 127.0.0.1, localhost, [::1]; `["*"]` accepts any).
+    `cors_origins`: origins allowed to call the API from a browser (default: none).
     """
     tokens = ChatTokens.from_tokenizer(tokenizer)
     engine = Engine.from_tokenizer(model, tokenizer)
     context = engine.max_context
     pool = WorkerPool(workers, max_queue)
-    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
-    app = FastAPI(title="hf_nanogpt chat", version="1", docs_url="/docs", redoc_url=None)
+    encode_text = get_encoder(tokenizer, "hf")  # control-token strings in the prompt stay text
+    max_token_bytes = max(1, int(token_bytes(tokenizer).max()))
+    decode_raw = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
+    decode_text = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    app = FastAPI(title="hf_nanogpt chat", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pool, app.state.engine = pool, engine
+    # outermost first: Host check, then CORS (answers preflights), then the body limit
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or LOOPBACK_HOSTS))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError):
@@ -274,76 +147,92 @@ def create_app(
         logger.exception("request failed")
         return ApiError(500, f"internal error: {type(err).__name__}: {err}", kind="server_error").response()
 
-    def check_key(request: Request) -> None:
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        if header != f"Bearer {api_key}":
-            raise ApiError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
-                           kind="authentication_error")
+    async def read_body(request: Request) -> bytes:
+        check_bearer(request.headers, api_key)  # before reading anything an unauthenticated client sent
+        require_json(request.headers)
+        return await request.body()
 
-    async def parse(request: Request) -> tuple[ChatCompletionRequest, list[int], int]:
-        raw = await request.body()
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ApiError(400, f"request body is not valid JSON: {err}") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, f"request body must be a JSON object, got {type(data).__name__}")
-        try:
-            req = ChatCompletionRequest.model_validate(data)
-        except ValidationError as err:
-            raise ApiError(400, *_validation_message(err)) from None
+    def max_tokens_of(asked: int | None, field: str = "max_tokens") -> int:
+        if asked is None:
+            return min(default_max_tokens, max_tokens_limit)
+        if asked > max_tokens_limit:
+            raise ApiError(400, f"{field}={asked} exceeds the server limit of {max_tokens_limit}", field)
+        return asked
+
+    def fits(prompt: list[int], param: str) -> None:
+        if context is not None and len(prompt) >= context:
+            raise context_error(len(prompt), context, param=param)
+
+    def prepare_chat(raw: bytes) -> tuple[ChatCompletionRequest, list[int], int]:
+        """Body -> (request, prompt ids, max_tokens); runs in a worker thread."""
+        req = validate(ChatCompletionRequest, parse_json(raw))
         if req.model not in (None, model_name):
             raise ApiError(404, f"model {req.model!r} is not served here (available: {model_name!r})",
-                           "model", kind="model_not_found")
+                           "model", kind="model_not_found", code="model_not_found")
         if req.stop is not None and req.stop != []:
             raise ApiError(400, "stop sequences are not supported: replies end at <|assistant_end|>", "stop")
         if req.n > max_n:
             raise ApiError(400, f"n={req.n} exceeds the server limit of {max_n}", "n")
-        max_tokens = req.max_completion_tokens or req.max_tokens or min(default_max_tokens, max_tokens_limit)
-        if max_tokens > max_tokens_limit:
-            field = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
-            raise ApiError(400, f"{field}={max_tokens} exceeds the server limit of {max_tokens_limit}", field)
+        if req.max_completion_tokens is not None:
+            max_tokens = max_tokens_of(req.max_completion_tokens, "max_completion_tokens")
+        else:
+            max_tokens = max_tokens_of(req.max_tokens)
+        messages = to_conversation(req)
+        if context is not None and (bound := min_prompt_tokens(messages, max_token_bytes)) >= context:
+            raise context_error(bound, context, at_least=True)
         try:
-            prompt = render_for_completion(tokenizer, _to_conversation(req))
+            prompt = render_for_completion(tokenizer, messages)
         except ValueError as err:  # the renderer names the message at fault
             raise ApiError(400, f"messages: {err}", "messages") from None
-        if context is not None and len(prompt) >= context:
-            raise ApiError(400, f"the prompt is {len(prompt)} tokens; the model's context is {context} tokens "
-                           "(shorten the conversation)", "messages")
+        fits(prompt, "messages")
         return req, prompt, max_tokens
 
-    def generation(req: ChatCompletionRequest, prompt: list[int], max_tokens: int):
-        kwargs = dict(num_samples=req.n, max_tokens=max_tokens, seed=req.seed,
-                      temperature=temperature if req.temperature is None else req.temperature,
-                      top_k=top_k if req.top_k is None else req.top_k, top_p=req.top_p)
-        return lambda: engine.generate(prompt, **kwargs)
+    def prepare_generate(raw: bytes) -> tuple[GenerateRequest, list[int], int]:
+        req = validate(GenerateRequest, parse_json(raw))
+        max_tokens = max_tokens_of(req.max_tokens)
+        bound = 1 + math.ceil(len(req.prompt.encode("utf-8")) / max_token_bytes)  # <|bos|> + text
+        if context is not None and bound >= context:
+            raise context_error(bound, context, at_least=True, param="prompt")
+        prompt = ([tokens.bos] if tokens.bos is not None else []) + encode_text([req.prompt])[0]
+        fits(prompt, "prompt")
+        return req, prompt, max_tokens
 
-    async def completion_events(request: Request, req, prompt, max_tokens):
-        """Yield (choice index, text delta, finish_reason or None) and finally ("usage", n, None)."""
-        streams = [TextStream(decode) for _ in range(req.n)]
+    def sampling(req, max_tokens: int, n: int = 1) -> dict:
+        return dict(num_samples=n, max_tokens=max_tokens, seed=getattr(req, "seed", None),
+                    temperature=temperature if req.temperature is None else req.temperature,
+                    top_k=top_k if getattr(req, "top_k", None) is None else req.top_k,
+                    top_p=getattr(req, "top_p", None))
+
+    async def token_rows(request: Request, ticket: Ticket, prompt: list[int], kwargs: dict):
+        """Yield (row, token id) as the engine produces them (stop tokens included)."""
+        run = lambda: engine.generate(prompt, **kwargs)  # noqa: E731
+        async for column, _ in pool.stream(ticket, run, lambda: _wait_for_disconnect(request)):
+            for r, token in enumerate(column):
+                if token is not None:
+                    yield r, token
+
+    async def completion_events(request: Request, ticket: Ticket, req, prompt, max_tokens):
+        """Yield (choice index, readable delta, raw delta, finish_reason or None), finally ("usage", n, ...)."""
+        texts = [ReplyText(decode_raw, decode_text, tokens) for _ in range(req.n)]
         finished = [False] * req.n
         count = 0
-        run = generation(req, prompt, max_tokens)
-        async for column, _ in pool.stream(run, lambda: _wait_for_disconnect(request)):
-            for r, token in enumerate(column):
-                if token is None or finished[r]:
-                    continue
-                count += 1
-                if token in tokens.stop_ids:
-                    finished[r] = True
-                    if tail := streams[r].flush():
-                        yield r, tail, None
-                    yield r, "", "stop"
-                elif text := streams[r].push(token):
-                    yield r, text, None
+        async for r, token in token_rows(request, ticket, prompt, sampling(req, max_tokens, req.n)):
+            if finished[r]:
+                continue
+            count += 1
+            if token in tokens.stop_ids:
+                finished[r] = True
+                readable, raw = texts[r].flush()
+                yield r, readable, raw, "stop"
+            else:
+                readable, raw = texts[r].push(token)
+                if readable or raw:
+                    yield r, readable, raw, None
         for r in range(req.n):  # rows cut by the token budget or the context
             if not finished[r]:
-                if tail := streams[r].flush():
-                    yield r, tail, None
-                yield r, "", "length"
-        yield "usage", count, None
+                readable, raw = texts[r].flush()
+                yield r, readable, raw, "length"
+        yield "usage", count, None, None
 
     def usage(prompt_tokens: int, completion_tokens: int) -> dict:
         return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -351,21 +240,24 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        check_key(request)
-        req, prompt, max_tokens = await parse(request)
-        if pool.full():  # refuse before a stream starts, while a status code can say so
-            raise ApiError(503, f"server busy: {pool.queued} requests already queued", kind="server_busy")
+        req, prompt, max_tokens = await run_in_threadpool(prepare_chat, await read_body(request))
+        ticket = pool.admit()  # no await since the check: a burst cannot overfill the queue
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_name}
-        events = completion_events(request, req, prompt, max_tokens)
+        events = completion_events(request, ticket, req, prompt, max_tokens)
         if not req.stream:
-            texts, reasons, count = [""] * req.n, [None] * req.n, 0
-            async for index, text, reason in events:
-                if index == "usage":
-                    count = text
-                else:
-                    texts[index] += text
-                    reasons[index] = reason or reasons[index]
-            choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]},
+            texts, raws, reasons, count = [""] * req.n, [""] * req.n, [None] * req.n, 0
+            try:
+                async for index, readable, raw, reason in events:
+                    if index == "usage":
+                        count = readable
+                    else:
+                        texts[index] += readable
+                        raws[index] += raw
+                        reasons[index] = reason or reasons[index]
+            finally:
+                ticket.release_if_idle()
+            choices = [{"index": i, "message": {"role": "assistant", "content": texts[i], "raw_content": raws[i],
+                                                "segments": reply_segments(raws[i])},
                         "logprobs": None, "finish_reason": reasons[i]} for i in range(req.n)]
             return {**head, "object": "chat.completion", "choices": choices, "usage": usage(len(prompt), count)}
 
@@ -379,28 +271,39 @@ def create_app(
             for i in range(req.n):  # the role comes first, as OpenAI sends it
                 yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
             try:
-                async for index, text, reason in events:
+                async for index, readable, raw, reason in events:
                     if index == "usage":
                         if include_usage:
-                            yield chunk([], usage=usage(len(prompt), text))
+                            yield chunk([], usage=usage(len(prompt), readable))
                         continue
-                    delta = {"content": text} if text else {}
+                    delta = {k: v for k, v in (("content", readable), ("raw_content", raw)) if v}
                     yield chunk([{"index": index, "delta": delta, "finish_reason": reason}])
             except Exception as err:  # the headers are out: report in-band, then end the stream
-                if isinstance(err, ApiError):
-                    error = {"message": err.message, "type": err.kind}
-                else:
-                    logger.exception("generation failed mid-stream")
-                    error = {"message": f"internal error: {type(err).__name__}: {err}", "type": "server_error"}
+                logger.exception("generation failed mid-stream")
+                error = {"message": f"internal error: {type(err).__name__}: {err}", "type": "server_error"}
                 yield f"data: {json.dumps({'error': error})}\n\n"
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(sse(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _TicketStream(sse(), ticket, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/generate")
+    async def generate(request: Request):
+        req, prompt, max_tokens = await run_in_threadpool(prepare_generate, await read_body(request))
+        ticket = pool.admit()
+        generated = []
+        try:
+            async for _, token in token_rows(request, ticket, prompt, sampling(req, max_tokens)):
+                if token in tokens.stop_ids:
+                    break
+                generated.append(token)
+        finally:
+            ticket.release_if_idle()
+        return {"generated_text": decode_raw(generated), "prompt": req.prompt}
 
     @app.get("/v1/models")
     async def models(request: Request):
-        check_key(request)
+        check_bearer(request.headers, api_key)
         card = {"id": model_name, "object": "model", "created": 0, "owned_by": "hf_nanogpt",
                 "context_length": context, "max_tokens_limit": max_tokens_limit}
         return {"object": "list", "data": [card]}
@@ -416,7 +319,48 @@ def create_app(
         return HTMLResponse(static.joinpath("index.html").read_text(encoding="utf-8"))
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    assets = _docs_assets() if docs else None
+    if docs and assets is None:
+        logger.warning("API docs are off: the fastapi-offline package (Swagger UI without a CDN) is not installed")
+    if assets is not None:
+        _add_docs(app, assets, api_key)
     return app
 
 
-__all__ = ["ApiError", "ChatCompletionRequest", "WorkerPool", "create_app"]
+def _add_docs(app: FastAPI, assets, api_key: str | None) -> None:
+    """`/docs` (Swagger UI, local files) and `/openapi.json`, with the request schemas of the POST
+    routes (which read their bodies themselves), both behind the API key when one is set."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.openapi.utils import get_openapi
+
+    def schema() -> dict:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            for path, model in (("/v1/chat/completions", ChatCompletionRequest), ("/generate", GenerateRequest)):
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
+                spec["paths"][path]["post"]["requestBody"] = {"required": True, "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request):
+        check_bearer(request.headers, api_key)
+        return JSONResponse(schema())
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger(request: Request):
+        check_bearer(request.headers, api_key)
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - API",
+                                   swagger_js_url="/static-docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/static-docs/swagger-ui.css",
+                                   swagger_favicon_url="/static-docs/favicon.png")
+
+    app.mount("/static-docs", StaticFiles(directory=str(assets)), name="static-docs")
+
+
+__all__ = ["ApiError", "ChatCompletionRequest", "DEFAULT_MAX_BODY_BYTES", "GenerateRequest", "WorkerPool",
+           "create_app"]

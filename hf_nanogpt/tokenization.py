@@ -77,7 +77,10 @@ _NAMES = [token[2:-2] for token in SPECIAL_TOKENS]
 # markers that _escape_control_tokens adds (lookbehind/lookahead keep the "<|" and the rest in place).
 _UNESCAPE_PATTERN = rf"(?<=<\|){CONTROL_MARKER}(?={CONTROL_MARKER}|(?:{'|'.join(_NAMES)})\|>)"
 _MESSAGE_ROLES = ("system", "user", "assistant")
-_PART_TYPES = ("text", "python", "output")
+# Assistant content parts. "python_output" is nanochat's name for a tool result; "output" is this package's
+# earlier name for the same part, still accepted (both render as <|output_start|>...<|output_end|>).
+_PART_TYPES = ("text", "python", "python_output", "output")
+_OUTPUT_PARTS = ("python_output", "output")
 
 
 def _escape_control_tokens(text: str) -> str:
@@ -99,10 +102,16 @@ def chat_template() -> str:
 # Training, saving, loading
 
 
+def unescape_normalizer() -> normalizers.Normalizer:
+    """The normalizer of every tokenizer of this package: removes the one escape marker that the renderers
+    and the chat template put into control-token strings inside message content."""
+    return normalizers.Replace(Regex(_UNESCAPE_PATTERN), "")
+
+
 def _empty_backend() -> Tokenizer:
     """An untrained byte-level BPE pipeline: unescape normalizer -> split pattern -> bytes -> BPE."""
     backend = Tokenizer(models.BPE())
-    backend.normalizer = normalizers.Replace(Regex(_UNESCAPE_PATTERN), "")
+    backend.normalizer = unescape_normalizer()
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
@@ -253,12 +262,12 @@ def _checked_messages(messages) -> list[tuple[str, list[tuple[str, str]]]]:
             for j, part in enumerate(content):
                 if (not isinstance(part, dict) or part.get("type") not in _PART_TYPES
                         or not isinstance(part.get("text"), str)):
-                    raise ValueError(f'message {i}, part {j}: expected {{"type": "text"|"python"|"output", '
+                    raise ValueError(f'message {i}, part {j}: expected {{"type": "text"|"python"|"python_output", '
                                      f'"text": str}}, got {part!r:.80}')
-                if part["type"] == "output" and (not parts or parts[-1][0] != "python"):
+                if part["type"] in _OUTPUT_PARTS and (not parts or parts[-1][0] != "python"):
                     # a tool output answers a tool call; this also keeps every supervised run ending on a
                     # control token, which the chat template's generation blocks rely on
-                    raise ValueError(f"message {i}, part {j}: an output part must follow a python part")
+                    raise ValueError(f"message {i}, part {j}: a tool output ({part['type']}) must follow a python part")
                 if part["type"] == "text" and parts and parts[-1][0] == "text":
                     # merge adjacent text, as the template does: no control token can form across a seam
                     parts[-1] = ("text", parts[-1][1] + part["text"])
@@ -289,7 +298,9 @@ def render_conversation(tokenizer, messages, max_tokens: int | None = None) -> t
         mask.extend([supervised] * len(token_ids))
 
     def text(s: str) -> list[int]:
-        return backend.encode(_escape_control_tokens(s), add_special_tokens=False).ids if s else []
+        # encode_batch_fast releases the GIL while it encodes (encode does not): the chat server renders
+        # in a worker thread and its event loop must keep answering meanwhile
+        return backend.encode_batch_fast([_escape_control_tokens(s)], add_special_tokens=False)[0].ids if s else []
 
     for role, parts in turns:
         if role == "user":

@@ -12,8 +12,9 @@ by `train(stage)`; `run(recipe)` does both and writes the final model. What happ
    multiplied by the process count because DDP averages gradients over processes);
 2. a non-finite loss stops the run before the optimizer touches the weights (`nan_policy=stop`, the
    last checkpoint stays the last good one) or skips the step (`nan_policy=skip`, at most 10 in a row);
-3. gradients are clipped (`grad_clip`), the lr schedule and Muon momentum warmup are applied, the
-   optimizer steps;
+3. gradients are clipped (`grad_clip`, `grad_clip_mode`: after the all-reduce), the schedules (lr
+   multiplier, Muon momentum and weight decay: `hf_nanogpt.schedules.Schedule`) are applied, the
+   optimizer (MuonAdamW, optionally inside Lookahead) steps;
 4. every `log_every` steps a row (loss, lr multiplier, grad norm, tokens/s, MFU) goes to the progress
    bar, `train_log.jsonl` and the tracker; val bits-per-byte every `eval_every`, CORE every
    `core_metric_every`, samples every `sample_every`, a checkpoint every `save_every` steps.
@@ -37,12 +38,15 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from .checkpointing import Checkpointer, save_model_folder
+from .clipping import clip_gradients
 from .configuration_nanogpt import NanoGPTConfig
 from .evaluation.distributed import all_reduce_sum
 from .modeling_nanogpt import NanoGPTForCausalLM
-from .optim import apply_schedule, build_optimizer, lr_multiplier, muon_momentum, parameter_groups_summary
+from .optim import apply_schedule, parameter_groups_summary
 from .paths import base_dir, resolve_stage
-from .recipe import TrainingPlan, TrainRecipe, derive_plan, save_recipe
+from .planning import build_stage_optimizer, plan_for_model, row_len_at
+from .recipe import TrainingPlan, TrainRecipe, check_fits_in_memory, inherit_learning_rates, save_recipe
+from .schedules import Schedule
 from .stages import STAGES
 
 logger = logging.getLogger(__name__)
@@ -55,6 +59,8 @@ STDLIB_TOKENIZER = dict(vocab_size=4096, max_chars=20_000_000)
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the weights were not updated with it."""
+
+    expected = True  # scripts print its message without a traceback (hf_nanogpt.cli)
 
 
 @dataclass
@@ -74,35 +80,39 @@ class Stage:
     token_bytes: torch.Tensor
     peak_flops: float
     peak_flops_source: str
+    schedule: Schedule | None = None  # lr multiplier, Muon momentum and weight decay per step
     start_step: int = 0
     history: dict = field(default_factory=dict)
     val_start_state: dict | None = None  # every evaluation reads the same val batches from the start
+    log_bytes: int | None = None  # size of train_log.jsonl when the resumed checkpoint was saved
 
 
 # ----------------------------------------------------------------------------- building a stage
 
 
 def build_model_config(recipe: TrainRecipe, tokenizer) -> NanoGPTConfig:
-    """The model of a pretraining recipe: `from_depth` sizing, tokenizer ids, recipe overrides."""
-    vocab = ((len(tokenizer) + 63) // 64) * 64  # pad to a multiple of 64: faster matmuls, unused rows unseen
-    fields = dict(vocab_size=vocab, max_position_embeddings=recipe.max_seq_len,
+    """The model of a pretraining recipe: the `model_preset` family (nanochat master, its January-2026
+    layout, or GPT-2), `from_depth` sizing, the tokenizer's size and ids, then the recipe's overrides."""
+    if recipe.vocab_size > 0 and len(tokenizer) != recipe.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but recipe key vocab_size={recipe.vocab_size}: "
+                         "use a tokenizer of that size or set vocab_size=-1 to size the model by the tokenizer")
+    fields = dict(vocab_size=len(tokenizer), max_position_embeddings=recipe.max_seq_len,
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id)
+    if recipe.model_preset == "gpt2":
+        # nanoGPT pads the vocabulary itself (50257 -> 50304) and predicts over every row; the nanochat
+        # presets pad the tables instead (pad_vocab_size_to=64) and crop the logits to the tokenizer's size
+        fields["vocab_size"] = ((len(tokenizer) + 63) // 64) * 64
     if recipe.n_kv_head > 0:
         fields["num_key_value_heads"] = recipe.n_kv_head
     if recipe.window_pattern:
         fields["window_pattern"] = recipe.window_pattern
         if recipe.sliding_window > 0:
             fields["sliding_window"] = recipe.sliding_window
-    if recipe.model_preset == "gpt2":
-        gpt2 = NanoGPTConfig.gpt2().to_dict()
-        for key in ("position_embedding", "norm_type", "norm_eps", "embedding_norm", "qk_norm", "hidden_act", "bias",
-                    "tie_word_embeddings", "final_logit_softcapping", "residual_scalars", "init_scheme"):
-            fields[key] = gpt2[key]
     fields.update(recipe.model_config)
     try:
         return NanoGPTConfig.from_depth(recipe.depth, aspect_ratio=recipe.aspect_ratio, head_dim=recipe.head_dim,
-                                        **fields)
+                                        preset=recipe.model_preset, **fields)
     except (TypeError, ValueError) as err:
         raise ValueError(f"recipe does not describe a valid model: {err}") from err
 
@@ -173,43 +183,18 @@ def _stage_data(recipe: TrainRecipe, tokenizer, rank: int, world: int):
     return train, val, train.num_batches(0) * B * world * T
 
 
-def row_len_at(stage_or_recipe, step: int) -> int:
-    """The training row length at `step` (`max_seq_len`, or the sequence-length warmup's)."""
-    from .data.pretrain import curriculum_seq_len
+def tokenizer_path(recipe: TrainRecipe) -> Path:
+    """The recipe's tokenizer folder (a stage name such as `tokenizer` resolves in the run folder)."""
+    from .paths import STAGES as RUN_FOLDERS
 
-    r = getattr(stage_or_recipe, "recipe", stage_or_recipe)
-    return curriculum_seq_len(step, r.seq_len_start, r.max_seq_len, r.seq_len_warmup_steps,
-                              r.device_batch_size * r.max_seq_len)
-
-
-def _curriculum_flops(plan: TrainingPlan, recipe: TrainRecipe, model) -> None:
-    """Under a sequence-length warmup the attention FLOPs per token follow the row length: total FLOPs are
-    summed over the steps, and a `target_flops` horizon gets the number of steps that reaches it (the
-    tokens per step, hence the horizon in tokens, stay as derived)."""
-    cache: dict[int, int] = {}
-
-    def step_flops(step: int) -> float:
-        t = row_len_at(recipe, step)
-        if t not in cache:
-            cache[t] = model.flops_per_token(t)
-        return float(cache[t]) * plan.total_batch_size
-
-    if plan.horizon_source == "target_flops":
-        steps, done = 0, 0.0
-        while done < recipe.target_flops:
-            done += step_flops(steps)
-            steps += 1
-        plan.num_iterations, plan.total_tokens = steps, steps * plan.total_batch_size
-    plan.total_flops = sum(step_flops(s) for s in range(plan.num_iterations))
+    return base_dir() / recipe.tokenizer if recipe.tokenizer in RUN_FOLDERS else Path(recipe.tokenizer)
 
 
 def _tokenizer_folder(recipe: TrainRecipe, accelerator: Accelerator) -> Path:
     """The recipe's tokenizer folder. Missing for the embedded default (`stdlib` corpus): trained here
     on the main process and saved where the recipe looks for it. Missing otherwise: an error naming
     the `scripts/tok_train.py` command that makes it."""
-    from .paths import STAGES as RUN_FOLDERS
-
-    folder = base_dir() / recipe.tokenizer if recipe.tokenizer in RUN_FOLDERS else Path(recipe.tokenizer)
+    folder = tokenizer_path(recipe)
     if folder.exists():
         return folder
     if recipe.train_data != "stdlib":
@@ -239,9 +224,12 @@ def _load_start_model(recipe: TrainRecipe, accelerator: Accelerator):
 
     if recipe.stage == "base" and recipe.init_from is None:
         tokenizer = load_tokenizer(_tokenizer_folder(recipe, accelerator))
-        return NanoGPTForCausalLM(build_model_config(recipe, tokenizer)), tokenizer
+        config = build_model_config(recipe, tokenizer)
+        check_fits_in_memory(recipe, config, accelerator.device)  # before allocating anything
+        return NanoGPTForCausalLM(config), tokenizer
     folder = resolve_stage(recipe.init_from)
     tokenizer = load_tokenizer(folder)
+    check_fits_in_memory(recipe, NanoGPTConfig.from_pretrained(folder), accelerator.device)
     model = NanoGPTForCausalLM.from_pretrained(folder, dtype=torch.float32)
     if model.config.max_position_embeddings < recipe.max_seq_len and model.config.position_embedding == "learned":
         raise ValueError(f"recipe key max_seq_len={recipe.max_seq_len} exceeds the learned position table "
@@ -280,16 +268,10 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
     train_loader, val_loader, tokens_per_epoch = _stage_data(recipe, tokenizer, rank, world)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     counts = base.parameter_counts()
-    matmul_params = counts["total"] - counts["embedding"]
-    plan = derive_plan(recipe, base.flops_per_token(recipe.max_seq_len), matmul_params, world, tokens_per_epoch)
-    if recipe.seq_len_warmup_steps > 0:
-        _curriculum_flops(plan, recipe, base)
-    optimizer = build_optimizer(model, matrix_lr=recipe.matrix_lr, embedding_lr=recipe.embedding_lr,
-                                unembedding_lr=recipe.unembedding_lr, scalar_lr=recipe.scalar_lr,
-                                lora_lr=recipe.lora_lr, weight_decay=recipe.weight_decay,
-                                betas=(recipe.adam_beta1, recipe.adam_beta2), momentum=recipe.muon_momentum,
-                                lr_scale=recipe.init_lr_frac, width=base.config.hidden_size,
-                                matrix_optimizer=recipe.optimizer)
+    if recipe.lrs_from_init:  # nanochat master's SFT: the lrs of the run that made init_from
+        recipe = inherit_learning_rates(recipe, resolve_stage(recipe.init_from))
+    plan = plan_for_model(recipe, base, world, tokens_per_epoch)
+    optimizer = build_stage_optimizer(model, recipe, plan, base.config.hidden_size)
     model, optimizer = accelerator.prepare(model, optimizer)
     if recipe.compile:
         model = torch.compile(model)
@@ -298,9 +280,11 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
                   train_loader=train_loader, val_loader=val_loader, plan=plan, output_dir=output_dir,
                   checkpointer=Checkpointer(output_dir, accelerator, keep=recipe.keep_checkpoints),
                   token_bytes=token_bytes(tokenizer).to(accelerator.device), peak_flops=peak,
-                  peak_flops_source=peak_source)
+                  peak_flops_source=peak_source,
+                  schedule=Schedule.from_recipe(recipe, plan.num_iterations, plan.weight_decay))
     if val_loader is not None:
         stage.val_start_state = val_loader.state_dict()
+        _check_val_data(stage)
     if recipe.resume_from:
         path = stage.checkpointer.resolve(recipe.resume_from)
         meta, loader_state = stage.checkpointer.load(path, model, optimizer)
@@ -309,6 +293,7 @@ def prepare_stage(recipe: TrainRecipe, accelerator: Accelerator | None = None) -
                              f"{meta.get('world_size')} processes")
         train_loader.load_state_dict(loader_state)
         stage.start_step, stage.history = int(meta["step"]), meta.get("history", {})
+        stage.log_bytes = meta.get("log_bytes")
     _log_setup(stage, counts)
     if accelerator.is_main_process and not recipe.dry_run:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -327,10 +312,16 @@ def _log_setup(stage: Stage, counts: dict) -> None:
     p = stage.plan
     logger.info("parameters: %s", ", ".join(f"{k}={v:,}" for k, v in counts.items()))
     for row in parameter_groups_summary(stage.optimizer):
-        logger.info("optimizer group %(name)s: %(kind)s, %(tensors)d tensors, %(params)s params, lr %(lr).5g", row)
-    logger.info("plan: %d steps (%s) x %d tokens = %.3g tokens, grad accumulation %d over %d process(es), "
+        logger.info("optimizer group %(name)s: %(kind)s, %(tensors)d tensors, %(params)s params, lr %(lr).5g, "
+                    "betas %(betas)s, weight decay %(weight_decay).4g", row)
+    logger.info("plan: %d steps (%s) x %d tokens (%s) = %.3g tokens, grad accumulation %d over %d process(es), "
                 "%.3g FLOPs/token, %.3g FLOPs total", p.num_iterations, p.horizon_source, p.total_batch_size,
-                p.total_tokens, p.grad_accum_steps, p.world_size, p.flops_per_token, p.total_flops)
+                p.batch_size_source, p.total_tokens, p.grad_accum_steps, p.world_size, p.flops_per_token,
+                p.total_flops)
+    logger.info("schedule: lr %s, warmup %d, warmdown %d steps to %.3g; scaling params %s; lrs x %.4g (batch), "
+                "Muon weight decay %.4g (%s); %s", p.lr_schedule, p.warmup_steps, p.warmdown_steps, p.final_lr_frac,
+                f"{p.scaling_params:,}", p.batch_lr_scale, p.weight_decay, stage.recipe.weight_decay_schedule,
+                ", ".join(f"{k} {v:.4g}" for k, v in p.lrs.items()))
     logger.info("MFU peak: %s", stage.peak_flops_source)
     if stage.start_step:
         logger.info("resumed at step %d", stage.start_step)
@@ -344,6 +335,24 @@ def _model_inputs(batch: dict, device) -> dict:
     every layer's K/V of the batch until the step ends)."""
     inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "shift_labels", "attention_mask")}
     return inputs | {"use_cache": False}
+
+
+def _check_val_data(stage: Stage) -> None:
+    """An empty validation split fails at start, naming its recipe key, instead of at the first evaluation
+    ("no target bytes"): every process must get at least one batch with a target."""
+    batch = next(iter(stage.val_loader), None)
+    stage.val_loader.load_state_dict(stage.val_start_state)
+    ok = torch.tensor([int(batch is not None and bool((batch["shift_labels"] >= 0).any()))], device=stage.accelerator.device)
+    if int(all_reduce_sum(ok)) == stage.accelerator.num_processes:
+        return
+    r = stage.recipe
+    if r.stage != "base":
+        raise ValueError(f"recipe key val_mixture: the validation mixture {r.val_mixture} gives no batch on some "
+                         "process; add rows (size) or set val_mixture: []")
+    spec = repr(r.val_data) if r.val_data else f"the held-out part of train_data={r.train_data!r}"
+    raise ValueError(f"recipe key val_data: the validation split ({spec}) does not fill one row of max_seq_len + 1 = "
+                     f"{r.max_seq_len + 1} tokens on every process (a single local file keeps only its last 10% for "
+                     "validation); use a larger corpus, name val_data, or lower max_seq_len")
 
 
 def evaluate_val_bpb(stage: Stage) -> float | None:
@@ -368,6 +377,9 @@ class _Logger:
         self.enabled = stage.accelerator.is_main_process and not stage.recipe.dry_run
         if self.enabled and stage.start_step == 0 and self.path.exists():
             self.path.unlink()  # a fresh run starts a fresh log; a resumed one appends
+        elif self.enabled and stage.log_bytes is not None and self.path.exists():
+            with self.path.open("r+b") as f:  # cut the rows logged after the resumed checkpoint was saved
+                f.truncate(min(stage.log_bytes, f.seek(0, os.SEEK_END)))
 
     def __call__(self, row: dict) -> None:
         if self.enabled:
@@ -385,7 +397,8 @@ def train(stage: Stage) -> dict:
     log = _Logger(stage)
     history = stage.history
     history.setdefault("val_bpb", [])
-    params = [p for p in model.parameters() if p.requires_grad]
+    named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    schedule = stage.schedule or Schedule.from_recipe(r, plan.num_iterations, plan.weight_decay)
     data = iter(stage.train_loader)
     step, skipped = stage.start_step, 0
     stop_at = plan.num_iterations if r.max_steps_per_run < 0 else min(plan.num_iterations,
@@ -462,14 +475,11 @@ def train(stage: Stage) -> dict:
             step += 1
             continue
         skipped = 0
-        if r.grad_clip > 0:
-            grad_norm = acc.clip_grad_norm_(params, r.grad_clip)
-        else:
-            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-        lr_mult = lr_multiplier(step, plan.num_iterations, r.lr_schedule, r.warmup_ratio, r.warmdown_ratio,
-                                r.final_lr_frac)
-        apply_schedule(opt, lr_mult, muon_momentum(step, r.muon_momentum_start, r.muon_momentum,
-                                                   r.muon_momentum_warmup_steps))
+        # gradients are complete here (accumulated, all-reduced): clip the global batch's gradient
+        clip = clip_gradients(named_params, r.grad_clip, r.grad_clip_mode, unscale=acc.unscale_gradients)
+        at = schedule.at(step)
+        lr_mult = at["lr_mult"]
+        apply_schedule(opt, lr_mult, at["momentum"], at["weight_decay"])
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
@@ -487,7 +497,8 @@ def train(stage: Stage) -> dict:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)  # drawn at tqdm's own pace
         if step % r.log_every == 0 or step == plan.num_iterations:
-            row = dict(step=step, loss=loss, lr_mult=lr_mult, grad_norm=float(grad_norm), tokens_per_s=tok_s,
+            row = dict(step=step, loss=loss, lr_mult=lr_mult, muon_momentum=at["momentum"],
+                       muon_weight_decay=at["weight_decay"], **clip, tokens_per_s=tok_s,
                        mfu=mfu if math.isfinite(mfu) else None, time_s=train_time)
             if loss_terms:  # each part's share of the loss: ce + terms == loss
                 row |= {f"loss_{k}": v for k, v in parts.items()}
@@ -548,9 +559,11 @@ def _sample(stage: Stage, step: int) -> None:
 
 
 def _save(stage: Stage, step: int, history: dict) -> Path:
+    log = stage.output_dir / "train_log.jsonl"  # its size now is where a resume from here cuts it back to
     path = stage.checkpointer.save(step, stage.model, stage.tokenizer, stage.optimizer,
                                    stage.train_loader.state_dict(),
-                                   {"history": history, "plan": asdict(stage.plan), "recipe": stage.recipe.to_dict()})
+                                   {"history": history, "plan": asdict(stage.plan), "recipe": stage.recipe.to_dict(),
+                                    "log_bytes": log.stat().st_size if log.exists() else 0})
     if stage.accelerator.is_main_process:
         logger.info("saved checkpoint %s", path)
     return path
@@ -568,8 +581,7 @@ def finalize(stage: Stage, summary: dict) -> Path | None:
     model = acc.unwrap_model(stage.model)
     if acc.is_main_process:
         if hasattr(model, "merge_and_unload"):  # LoRA: keep the adapters, publish the merged model
-            model.save_pretrained(stage.output_dir / "adapter")
-            stage.tokenizer.save_pretrained(stage.output_dir / "adapter")
+            save_model_folder(stage.output_dir / "adapter", model, stage.tokenizer)
             model = model.merge_and_unload()
         save_model_folder(stage.output_dir, model, stage.tokenizer)
         from . import report

@@ -15,6 +15,8 @@ import json
 import time
 from pathlib import Path
 
+from hf_nanogpt.cli import run_script
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from hf_nanogpt.paths import resolve_model_folder
+
+    resolve_model_folder(args.model)  # a missing or non-model folder fails before torch is imported
     import torch
     from accelerate import PartialState
 
@@ -106,4 +111,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -8,6 +8,7 @@ here are noisy, ratios from one run are comparable.
     python scripts/bench.py train       # training step vs transformers' LlamaForCausalLM + AdamW (eager, compiled)
     python scripts/bench.py quality     # shakespeare-char-cpu vs nanoGPT's CPU recipe: bpb and wall time
     python scripts/bench.py generate    # engine vs model.generate() vs LlamaForCausalLM
+    python scripts/bench.py server      # /health latency idle vs while maximal requests are processed
     python scripts/bench.py all         # all of the above
     python scripts/bench.py NAME --help # options of one benchmark
 """
@@ -16,7 +17,9 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ("tokenizer", "data", "train", "generate", "quality")
+from hf_nanogpt.cli import run_script
+
+BENCHMARKS = ("tokenizer", "data", "train", "generate", "server", "quality")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,4 +40,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -12,6 +12,8 @@ inline as `<|python_start|>expr<|python_end|><|output_start|>result<|output_end|
 import argparse
 import sys
 
+from hf_nanogpt.cli import run_script
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,6 +32,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from hf_nanogpt.paths import resolve_model_folder
+
+    try:
+        resolve_model_folder(args.model)  # a missing or non-model folder fails before torch is imported
+    except FileNotFoundError as err:
+        sys.exit(f"chat_cli: {err}")
     import torch
 
     from hf_nanogpt.engine import Engine, TextStream, assistant_parts
@@ -103,4 +111,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -13,6 +13,7 @@ rerun. A recipe then names the corpus, nanochat-style with the last shard held o
 import argparse
 import logging
 
+from hf_nanogpt.cli import run_script
 from hf_nanogpt.data.download import download_shards
 
 
@@ -33,4 +34,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

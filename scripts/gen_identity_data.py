@@ -14,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+from hf_nanogpt.cli import run_script
 from hf_nanogpt.tasks.identity import DEFAULT_IDENTITY, generate_identity_conversations
 
 
@@ -43,4 +44,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -39,7 +39,7 @@ COMMON=(--device cuda --compile both --models nanogpt+muon llama+adamw --steps 8
 
 if [ "$DRY" = 1 ]; then
   for size in d12 d20; do
-    "$PY" scripts/bench.py train --preset "$size" "${COMMON[@]}" --dry_run
+    "$PY" scripts/bench.py train --size "$size" "${COMMON[@]}" --dry_run
   done
   exit 0
 fi
@@ -56,7 +56,7 @@ START=$(date +%s)
     echo
     echo "## $size, sequence length 2048"
     echo
-    "$PY" scripts/bench.py train --preset "$size" "${COMMON[@]}" --json "$OUT/$size.json"
+    "$PY" scripts/bench.py train --size "$size" "${COMMON[@]}" --json "$OUT/$size.json"
     echo "(elapsed $(( $(date +%s) - START )) s)"
   done
 } 2>&1 | tee "$OUT/report.md"

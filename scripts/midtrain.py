@@ -9,6 +9,7 @@ checkpoint (`init_from`, default the `base` stage). Output: --output_dir (defaul
 
 import sys
 
+from hf_nanogpt.cli import run_script
 from hf_nanogpt.recipe import parse_recipe
 from hf_nanogpt.training import configure_logging, run
 
@@ -21,4 +22,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

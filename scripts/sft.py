@@ -11,6 +11,7 @@ Output: --output_dir (default $HF_NANOGPT_BASE_DIR/sft).
 
 import sys
 
+from hf_nanogpt.cli import run_script
 from hf_nanogpt.recipe import parse_recipe
 from hf_nanogpt.training import configure_logging, run
 
@@ -23,4 +24,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -4,13 +4,15 @@
 #
 #   bash scripts/speedrun.sh                 # = tiny: offline, 2 CPU cores, about 15 minutes (make speedrun)
 #   bash scripts/speedrun.sh tiny --out runs/tiny
-#   bash scripts/speedrun.sh d20             # nanochat's $100 speedrun on one 8-GPU node (see README)
+#   bash scripts/speedrun.sh d24             # nanochat master's speedrun (d24, ratio 8) on one 8-GPU node (README)
 #   bash scripts/speedrun.sh d12 --quick     # shortened stages (used by the tests and smoke checks)
 #
 # Everything lands in one run folder (--out, default $HF_NANOGPT_BASE_DIR or ./out): tokenizer/, base/,
 # mid/, sft/ (each loadable with the Auto classes), report/ and report.md.
 # GPU runs use `accelerate launch` with recipes/accelerate/ddp_8gpu.yaml (override with ACCEL_CONFIG,
-# NPROC) and expect FineWeb-Edu shards in ~/.cache/hf_nanogpt/base_data (downloaded below).
+# NPROC) and expect ClimbMix shards (karpathy/climbmix-400b-shuffle, nanochat master's corpus) in
+# ~/.cache/hf_nanogpt/climbmix (downloaded below). Like nanochat master, the GPU sizes skip mid-training
+# (merged into SFT in January 2026): base -> SFT (recipes/d20-sft.yaml, from the base model).
 set -euo pipefail
 
 SIZE=tiny
@@ -21,9 +23,9 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift 2 ;;
     --out=*) OUT="${1#--out=}"; shift ;;
     --quick) QUICK=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    tiny|d12|d20|d26|d32) SIZE="$1"; shift ;;
-    *) echo "speedrun.sh: unknown argument '$1' (expected tiny|d12|d20|d26|d32, --out DIR, --quick)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    tiny|d12|d20|d24|d26|d32) SIZE="$1"; shift ;;
+    *) echo "speedrun.sh: unknown argument '$1' (expected tiny|d12|d20|d24|d26|d32, --out DIR, --quick)" >&2; exit 2 ;;
   esac
 done
 
@@ -48,6 +50,8 @@ if [ "$SIZE" = tiny ]; then
   if [ "$QUICK" = 1 ]; then
     TOK_ARGS=(--vocab_size 1024 --max_chars 2000000 --data stdlib)
     EXTRA=(--num_iterations=12 --eval_every=6 --eval_tokens=8192)
+    # mid-training gets enough steps to learn the calculator format (the speedrun test asks "What is 12*34?")
+    MID_EXTRA=(--num_iterations=150 --eval_every=75 --eval_tokens=8192)
     BASE_EVAL_ARGS=(--max_per_task 2 --bpb_steps 2 --no_samples)
     CHAT_TASKS=SpellingBee,Arithmetic,GSM8K
     CHAT_EVAL_ARGS=(--max_problems 4 --max_new_tokens 24 --spelling_size 8)
@@ -55,17 +59,18 @@ if [ "$SIZE" = tiny ]; then
 else
   NPROC="${NPROC:-8}"
   LAUNCH=(accelerate launch --config_file "${ACCEL_CONFIG:-recipes/accelerate/ddp_8gpu.yaml}" --num_processes "$NPROC")
-  TOK_ARGS=(--vocab_size 32768 --max_chars 2000000000 --data "$HOME/.cache/hf_nanogpt/base_data/*.parquet[:-1]")
-  PRE="recipes/$SIZE.yaml" MID=recipes/d20-mid.yaml SFT=recipes/d20-sft.yaml
+  TOK_ARGS=(--vocab_size 32768 --max_chars 2000000000 --data "$HOME/.cache/hf_nanogpt/climbmix/*.parquet[:-1]")
+  PRE="recipes/$SIZE.yaml" MID="" SFT=recipes/d20-sft.yaml
   BASE_EVAL_ARGS=(--max_per_task -1)
   CHAT_TASKS=ARC-Easy,ARC-Challenge,MMLU,GSM8K,HumanEval,SpellingBee
   CHAT_EVAL_ARGS=()
   EXTRA=()
   [ "$QUICK" = 1 ] && EXTRA=(--num_iterations=20 --eval_every=10 --core_metric_every=-1)
-  declare -A SHARDS=([d12]=50 [d20]=240 [d26]=450 [d32]=800)
-  stage "data: ${SHARDS[$SIZE]} FineWeb-Edu shards"
-  "$PY" scripts/download_data.py -n "${SHARDS[$SIZE]}" --repo karpathy/fineweb-edu-100b-shuffle \
-    --output_dir "$HOME/.cache/hf_nanogpt/base_data"
+  # shards for each recipe's token horizon (nanochat master: ~170 for the d24 speedrun), the last one held out
+  declare -A SHARDS=([d12]=40 [d20]=160 [d24]=170 [d26]=330 [d32]=600)
+  stage "data: ${SHARDS[$SIZE]} ClimbMix shards"
+  "$PY" scripts/download_data.py -n "${SHARDS[$SIZE]}" --repo karpathy/climbmix-400b-shuffle \
+    --output_dir "$HOME/.cache/hf_nanogpt/climbmix"
 fi
 
 stage "tokenizer: train"
@@ -78,13 +83,18 @@ stage "pretrain: $PRE"
 stage "base eval: CORE, bits per byte, samples"
 "${LAUNCH[@]}" scripts/base_eval.py --model "$OUT/base" --run_dir "$OUT" "${BASE_EVAL_ARGS[@]}"
 
-stage "mid-train: $MID"
-"${LAUNCH[@]}" scripts/midtrain.py "$MID" --init_from="$OUT/base" --output_dir="$OUT/mid" "${EXTRA[@]}"
-stage "chat eval (mid): $CHAT_TASKS"
-"${LAUNCH[@]}" scripts/chat_eval.py -i "$OUT/mid" -a "$CHAT_TASKS" --run_dir "$OUT" "${CHAT_EVAL_ARGS[@]}"
+SFT_FROM="$OUT/base"
+if [ -n "$MID" ]; then
+  stage "mid-train: $MID"
+  [ -n "${MID_EXTRA+x}" ] || MID_EXTRA=("${EXTRA[@]}")
+  "${LAUNCH[@]}" scripts/midtrain.py "$MID" --init_from="$OUT/base" --output_dir="$OUT/mid" "${MID_EXTRA[@]}"
+  stage "chat eval (mid): $CHAT_TASKS"
+  "${LAUNCH[@]}" scripts/chat_eval.py -i "$OUT/mid" -a "$CHAT_TASKS" --run_dir "$OUT" "${CHAT_EVAL_ARGS[@]}"
+  SFT_FROM="$OUT/mid"
+fi
 
 stage "SFT: $SFT"
-"${LAUNCH[@]}" scripts/sft.py "$SFT" --init_from="$OUT/mid" --output_dir="$OUT/sft" "${EXTRA[@]}"
+"${LAUNCH[@]}" scripts/sft.py "$SFT" --init_from="$SFT_FROM" --output_dir="$OUT/sft" "${EXTRA[@]}"
 stage "chat eval (sft): $CHAT_TASKS"
 "${LAUNCH[@]}" scripts/chat_eval.py -i "$OUT/sft" -a "$CHAT_TASKS" --run_dir "$OUT" "${CHAT_EVAL_ARGS[@]}"
 

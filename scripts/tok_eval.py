@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from hf_nanogpt.cli import run_script
 from hf_nanogpt.data.corpus import iter_stdlib_texts, iter_texts
 from hf_nanogpt.tokenization import capped_texts, get_encoder, load_tokenizer
 
@@ -81,4 +82,4 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

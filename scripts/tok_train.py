@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from hf_nanogpt.cli import run_script
 from hf_nanogpt.data.corpus import iter_texts
 from hf_nanogpt.paths import base_dir
 from hf_nanogpt.tokenization import capped_texts, train_tokenizer
@@ -57,4 +58,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -19,7 +19,7 @@ def test_contenders_follow_the_options():
     assert label(["--compile", "eager"]) == ["llama+adamw", "nanogpt+muon", "nanogpt+adamw"]
     assert label(["--device", "cuda", "--compile", "compiled", "--fp8", "--models", "nanogpt+muon", "llama+adamw"]) == \
         ["llama+adamw", "nanogpt+muon compiled", "llama+adamw compiled", "nanogpt+muon fp8 compiled"]
-    args = bench.parse_args(["--preset", "d20"])
+    args = bench.parse_args(["--size", "d20"])
     assert (args.depth, args.head_dim, args.vocab_size, args.seq_len) == (20, 128, 32768, 2048)
     for bad in (["--fp8"], ["--models", "nanogpt+muon"], ["--steps", "0"]):
         with pytest.raises(SystemExit):
@@ -27,8 +27,10 @@ def test_contenders_follow_the_options():
 
 
 def test_flops_per_token_is_nanochats_convention_for_both_models():
-    """6 x (all parameters but the token embedding) + 12 x heads x head_dim x seq_len x layers."""
-    cfg = NanoGPTConfig.from_depth(2, aspect_ratio=32, head_dim=32, vocab_size=128, max_position_embeddings=64)
+    """6 x (all parameters but the token embedding) + 12 x heads x head_dim x seq_len x layers (the bench's
+    default family, nanochat's January-2026 layout: no value embeddings or smear)."""
+    cfg = NanoGPTConfig.from_depth(2, aspect_ratio=32, head_dim=32, vocab_size=128, max_position_embeddings=64,
+                                   preset="nanochat_jan2026")
     nano = NanoGPTForCausalLM(cfg)
     d, L, V, T = 64, 2, 128, 64
     matmul = L * (4 * d * d + 2 * d * 4 * d) + V * d + 2 * L  # q, k, v, o, MLP up/down, head, residual scalars
@@ -54,9 +56,9 @@ def test_bf16_peak_table():
 
 
 def test_dry_run_sizes_d12_and_d20_on_the_meta_device():
-    plan = bench.dry_run(bench.parse_args(["--device", "cuda", "--preset", "d20", "--fp8"]))
+    plan = bench.dry_run(bench.parse_args(["--device", "cuda", "--size", "d20", "--fp8"]))
     assert "nanogpt+muon fp8 compiled" in plan and "477,102,120 params" in plan and "3,240,100,080 FLOPs" in plan
-    plan = bench.dry_run(bench.parse_args(["--device", "cuda", "--preset", "d12"]))
+    plan = bench.dry_run(bench.parse_args(["--device", "cuda", "--size", "d12"]))
     assert "135,266,328 params" in plan
 
 

@@ -36,6 +36,14 @@ from hf_nanogpt.calculator import (
         ("('ab' * 3).count('a') + 1", 4),
         ("'a,b,c'.count(',')", 2),
         ("  12  ", 12),
+        ("12x34", 408),  # as people write it; the arithmetic task's prompts use these forms
+        ("12 X 34", 408),
+        ("12×34 + 1", 409),
+        ("(2)x(3)", 6),
+        ("7 ÷ 2", 3.5),
+        ("5 − 3", 2),
+        ("2·3", 6),
+        ("0x10 + 1", 17),  # a hexadecimal literal is not a multiplication
     ],
 )
 def test_arithmetic_and_count(expr, expected):

@@ -208,6 +208,16 @@ def test_sample_next_token():
             sample_next_token(logits, **bad)
 
 
+def test_tiny_temperatures_sample_the_argmax_instead_of_nan():
+    """Found by the server fuzz test: 1e-300 rounds to 0 in float32 (0/0 = NaN) and 1e-38 overflows
+    logits / temperature to inf; both now sample the most likely token."""
+    logits = torch.tensor([[0.0, 30.0, 1.0, 2.0], [5.0, 0.0, -40.0, 0.0]])
+    gen = torch.Generator().manual_seed(0)
+    for temperature in (5e-324, 1e-300, 1e-45, 1.2e-38, 1e-20):
+        for top_k, top_p in ((None, None), (2, None), (None, 0.5)):
+            assert sample_next_token(logits, temperature, top_k, top_p, gen).tolist() == [1, 0], temperature
+
+
 def test_chat_tokens_from_tokenizer():
     class FakeTokenizer:
         unk_token_id = 99
@@ -240,7 +250,10 @@ def tiny_model(seed: int = 0, **overrides) -> NanoGPTForCausalLM:
     return model
 
 
-@pytest.mark.parametrize("overrides", [{}, {"window_pattern": "SL", "sliding_window": 6}])
+# the last one: nanochat master's smear (state in the cache), value embeddings, backout, padded vocabulary
+@pytest.mark.parametrize("overrides", [{}, {"window_pattern": "SL", "sliding_window": 6},
+                                       {"window_pattern": "SL", "sliding_window": 6, "smear": True, "backout": True,
+                                        "value_embeddings": True, "pad_vocab_size_to": 64, "qk_scale": 1.2}])
 def test_greedy_matches_model_generate(overrides):
     model = tiny_model(**overrides)
     # Stop ids outside the vocabulary: both sides must produce all 30 tokens, nothing ends early.
@@ -254,8 +267,9 @@ def test_greedy_matches_model_generate(overrides):
         assert ours == theirs
 
 
-def test_real_model_samples_share_the_prefill():
-    model = tiny_model(seed=1)
+@pytest.mark.parametrize("overrides", [{}, {"smear": True}])
+def test_real_model_samples_share_the_prefill(overrides):
+    model = tiny_model(seed=1, **overrides)
     engine = Engine(model, ChatTokens(assistant_end=VOCAB))
     calls = []
     model.register_forward_pre_hook(lambda m, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)),

@@ -106,3 +106,24 @@ def test_humaneval_metric_loads_by_path_and_scores(humaneval_problems, monkeypat
     out = metric.compute(predictions=preds, references=refs, k=[1, 2], timeout=10)
     assert out["results"] == [["passed", "failed"], ["passed", "failed"]]
     assert out["pass@1"] == pytest.approx(0.5) and out["pass@2"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("trick, right_status", [
+    ("\nimport sys\nsys.exit(0)\n", "failed"),  # leaves before check() runs: even a right answer is untested
+    ("\nimport os\nos._exit(0)\n", "failed"),
+    ("\nimport atexit, os\natexit.register(lambda: os._exit(0))\n", "passed"),  # exit 0 after a failed assert
+])
+def test_a_wrong_solution_that_exits_with_status_0_does_not_pass(humaneval_problems, trick, right_status):
+    problem = humaneval_problems[0]
+    result = check_humaneval(problem, "    return None\n" + trick, timeout=10)
+    assert result.status == "failed" and result.returncode in (0, 1), result
+    assert check_humaneval(problem, problem["canonical_solution"] + trick, timeout=10).status == right_status
+
+
+def test_the_metric_names_the_isolation_level(humaneval_problems):
+    from hf_nanogpt.evaluation.execution import sandbox_isolation
+
+    p = humaneval_problems[0]
+    out = load_metric("humaneval").compute(predictions=[[p["prompt"] + p["canonical_solution"]]],
+                                           references=[p["test"] + f"\ncheck({p['entry_point']})\n"], k=[1])
+    assert out["pass@1"] == 1.0 and out["isolation"] == sandbox_isolation().describe()

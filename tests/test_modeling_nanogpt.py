@@ -1,4 +1,5 @@
-"""NanoGPTForCausalLM on tiny configs: every variant trains, the HF contract holds, parity with references."""
+"""NanoGPTForCausalLM on tiny configs: every variant trains, the HF contract holds, parity with references,
+folders saved by older code keep their logits."""
 
 import math
 import os
@@ -6,10 +7,14 @@ import subprocess
 import sys
 import textwrap
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from transformers.cache_utils import DynamicCache
 
 from hf_nanogpt import NanoGPTConfig, NanoGPTForCausalLM, NanoGPTModel
 
@@ -24,7 +29,8 @@ def tiny(**overrides) -> NanoGPTConfig:
 
 
 def build(seed: int = 0, randomize: bool = True, **overrides) -> NanoGPTForCausalLM:
-    """A tiny model; nanochat zero-inits residual projections, so perturb them to exercise every path."""
+    """A tiny model; nanochat zero-inits residual projections and starts smear off, so perturb them (and
+    the smear/backout scalars) to exercise every path."""
     torch.manual_seed(seed)
     model = NanoGPTForCausalLM(tiny(**overrides)).eval()
     if randomize:
@@ -32,11 +38,21 @@ def build(seed: int = 0, randomize: bool = True, **overrides) -> NanoGPTForCausa
             for name, p in model.named_parameters():
                 if name.endswith(("o_proj.weight", "down_proj.weight")):
                     p.normal_(0, 0.05)
+                elif name.endswith(("smear_lambda", "backout_lambda")):
+                    p.normal_(0, 0.5)
+                elif name.endswith(("ve_gate.weight", "smear_gate.weight")):
+                    p.normal_(0, 0.5)
     return model
 
 
+# nanochat master's switches (what NanoGPTConfig.nanochat() turns on), at the tiny size
+MASTER = dict(pad_vocab_size_to=64, rope_theta=100000.0, qk_scale=1.2, smear=True, value_embeddings=True,
+              backout=True, init_scheme="nanochat", num_hidden_layers=3, num_key_value_heads=2,
+              window_pattern="SSL", sliding_window=5)
+
+
 VARIANTS = {
-    "nanochat": {},
+    "defaults": {},  # the class defaults: the January-2026 nanochat layout without padding or windows
     "gqa": dict(num_key_value_heads=2),
     "mqa": dict(num_key_value_heads=1),
     "sliding": dict(num_hidden_layers=3, window_pattern="SSL", sliding_window=5),
@@ -54,6 +70,12 @@ VARIANTS = {
     "gpt2_init": dict(init_scheme="gpt2"),
     "rope_base": dict(rope_theta=100000.0),
     "head_dim": dict(head_dim=8),
+    "padded_vocab": dict(pad_vocab_size_to=64),
+    "qk_scale": dict(qk_scale=1.2),
+    "smear": dict(smear=True),
+    "value_embeddings": dict(value_embeddings=True, num_hidden_layers=3, num_key_value_heads=2),
+    "backout": dict(backout=True, num_hidden_layers=3),
+    "nanochat_master": MASTER,
     "gpt2_family": dict(position_embedding="learned", norm_type="layernorm", bias=True, hidden_act="gelu_tanh",
                         tie_word_embeddings=True, final_logit_softcapping=None, qk_norm=False,
                         embedding_norm=False, residual_scalars=False, init_scheme="gpt2", dropout=0.1),
@@ -81,6 +103,68 @@ def test_initial_loss_is_near_uniform_and_residual_projections_start_at_zero():
     ids = torch.randint(0, V, (4, 32))
     loss = model(ids, labels=ids).loss.item()
     assert abs(loss - math.log(V)) < 0.1  # lm_head std 0.001: logits ~ 0 at init
+
+
+def test_nanochat_master_init_follows_its_table():
+    cfg = NanoGPTConfig.nanochat(vocab_size=V, hidden_size=256, num_hidden_layers=5, num_attention_heads=4,
+                                 num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = NanoGPTForCausalLM(cfg)
+    m, s = model.model, math.sqrt(3 / 256)
+    assert m.embed_tokens.weight.shape == (128, 256) and model.lm_head.weight.shape == (128, 256)  # padded to 64
+    assert float(m.embed_tokens.weight.std()) == pytest.approx(0.8, rel=0.05)
+    assert float(model.lm_head.weight.std()) == pytest.approx(0.001, rel=0.05)
+    layer = m.layers[0]
+    for w, bound in [(layer.self_attn.q_proj.weight, s), (layer.self_attn.v_proj.weight, s),
+                     (layer.mlp.up_proj.weight, 0.4 * s), (m.value_embeds["0"].weight, s)]:
+        assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.95 * bound
+    assert not layer.self_attn.o_proj.weight.any() and not layer.mlp.down_proj.weight.any()
+    assert sorted(m.value_embeds) == ["0", "2", "4"] and m.layers[1].self_attn.ve_gate is None
+    for gate in (m.layers[4].self_attn.ve_gate.weight, m.smear_gate.weight):
+        assert 0 <= float(gate.min()) and float(gate.max()) <= 0.02
+    ramp = torch.arange(5) / 4
+    torch.testing.assert_close(m.resid_lambdas.detach(), 1.15 - 0.10 * ramp)
+    torch.testing.assert_close(m.x0_lambdas.detach(), 0.20 - 0.15 * ramp)
+    assert float(m.smear_lambda) == 0.0 and float(m.backout_lambda) == pytest.approx(0.2)
+
+
+def test_padded_vocabulary_is_cropped_before_the_softcap_and_loss():
+    model = build(pad_vocab_size_to=64)
+    assert model.lm_head.weight.shape[0] == 128 and model.model.embed_tokens.weight.shape[0] == 128
+    with torch.no_grad():
+        model.lm_head.weight[V:] = 1e3  # padding rows that would win every argmax if they were not cropped
+    ids = torch.randint(0, V, (2, 10))
+    out = model(ids, labels=ids)
+    assert out.logits.shape == (2, 10, V) and out.logits.abs().max() < 15
+    ref = F.cross_entropy(out.logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
+    torch.testing.assert_close(out.loss, ref)
+
+
+def test_smear_state_in_the_cache_makes_chunked_prefill_equal_one_pass():
+    model = build(**MASTER)
+    ids = torch.randint(0, V, (2, 20))
+    full = model(ids).logits
+    for cache in (DynamicCache(config=model.config), DynamicCache()):  # with and without layer types
+        first = model(ids[:, :7], cache=cache, use_cache=True).logits
+        second = model(ids[:, 7:], cache=cache, use_cache=True).logits
+        torch.testing.assert_close(torch.cat([first, second], dim=1), full, rtol=1e-5, atol=1e-5)
+        assert cache.is_linear[-1] and len(cache.layers) == 3 + 1  # decoder layers + the model-state slot
+
+
+def test_value_embeddings_need_token_ids():
+    model = build(value_embeddings=True)
+    with pytest.raises(ValueError, match="value embeddings .* pass input_ids"):
+        model(inputs_embeds=torch.randn(1, 4, 64))
+
+
+@pytest.mark.parametrize("name", ["nanochat", "gpt2"])
+def test_folders_saved_by_76ee8d1_keep_their_logits(name):
+    folder = Path(__file__).parent / "golden" / "nanogpt_76ee8d1" / name
+    expected = load_file(str(folder / "expected_logits.safetensors"))
+    model = NanoGPTForCausalLM.from_pretrained(folder).eval()
+    assert not (model.config.smear or model.config.value_embeddings or model.config.backout)
+    with torch.no_grad():
+        torch.testing.assert_close(model(expected["input_ids"]).logits, expected["logits"], rtol=0, atol=0)
 
 
 def test_labels_loss_matches_manual_cross_entropy_with_ignore_index():
@@ -122,7 +206,7 @@ def test_logits_to_keep():
     torch.testing.assert_close(model(ids, logits_to_keep=torch.tensor([0, 5])).logits, full[:, [0, 5]])
 
 
-@pytest.mark.parametrize("variant", ["nanochat", "gqa", "sliding", "learned_pos"])
+@pytest.mark.parametrize("variant", ["defaults", "gqa", "sliding", "learned_pos", "nanochat_master"])
 def test_eager_and_sdpa_agree(variant):
     model = build(**VARIANTS[variant])
     ids = torch.randint(0, V, (2, 16))
@@ -148,7 +232,8 @@ def test_flex_attention_agrees_where_available():
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["nanochat", "gqa", "sliding", "learned_pos", "gpt2_family"])
+@pytest.mark.parametrize("variant", ["defaults", "gqa", "sliding", "learned_pos", "gpt2_family", "smear",
+                                     "nanochat_master"])
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
 def test_cached_and_uncached_greedy_decoding_agree(variant, cache):
     model = build(**VARIANTS[variant])
@@ -165,7 +250,7 @@ def test_cached_and_uncached_greedy_decoding_agree(variant, cache):
     assert torch.equal(cached, ids)
 
 
-@pytest.mark.parametrize("variant", ["nanochat", "learned_pos", "sliding", "gpt2_family"])
+@pytest.mark.parametrize("variant", ["defaults", "learned_pos", "sliding", "gpt2_family", "nanochat_master"])
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
 def test_left_padded_batch_generation_matches_single_rows(variant, cache):
     model = build(**VARIANTS[variant])
@@ -203,11 +288,12 @@ def test_hidden_states_and_attentions_are_returned():
     assert isinstance(model(torch.randint(0, V, (1, 3)), return_dict=False), tuple)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("variant", ["defaults", "nanochat_master"])  # value embeddings enter each layer
+def test_gradient_checkpointing_gives_the_same_gradients(variant):
     ids = torch.randint(0, V, (2, 12))
     grads = []
     for checkpointing in (False, True):
-        model = build().train()
+        model = build(**VARIANTS[variant]).train()
         if checkpointing:  # activation_checkpointing_enable replaces the old name from transformers 5.23
             enable = getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)
             enable()
@@ -246,7 +332,7 @@ def test_saved_folder_carries_remote_code_and_full_auto_map(tmp_path):
 
 @pytest.mark.slow
 def test_remote_code_loads_in_a_fresh_process_without_the_package(tmp_path):
-    model = build(num_key_value_heads=2, window_pattern="SL", sliding_window=4)
+    model = build(**MASTER)  # every sibling file (blocks, cache state, compat) must travel with the folder
     model_dir = tmp_path / "model"
     model.save_pretrained(model_dir)
     ids = torch.randint(0, V, (2, 10))
@@ -263,8 +349,9 @@ def test_remote_code_loads_in_a_fresh_process_without_the_package(tmp_path):
         assert torch.equal(lm(ref["ids"]).logits, ref["logits"])
         base = AutoModel.from_pretrained({str(model_dir)!r}, trust_remote_code=True).eval()
         assert torch.equal(base(ref["ids"]).last_hidden_state, ref["hidden"])
-        out = lm.generate(ref["ids"][:1, :4], max_new_tokens=5, do_sample=False, pad_token_id=1)
-        assert out.shape == (1, 9)
+        kw = dict(max_new_tokens=5, do_sample=False, pad_token_id=1, eos_token_id=None)
+        out = lm.generate(ref["ids"][:1, :4], **kw)
+        assert out.shape == (1, 9) and torch.equal(out, lm.generate(ref["ids"][:1, :4], use_cache=False, **kw))
         print("REMOTE_OK", type(lm).__module__)
     """)
     env = {**os.environ, "PYTHONPATH": "", "HF_MODULES_CACHE": str(tmp_path / "modules")}
@@ -301,18 +388,33 @@ def test_parameter_counts_and_flops_follow_nanochat_convention():
     cfg = NanoGPTConfig.from_depth(20, vocab_size=65536, max_position_embeddings=2048)
     with torch.device("meta"):
         model = NanoGPTForCausalLM(cfg)
-    d, L, V_ = 1280, 20, 65536
+    d, L, V_, kv = 1280, 20, 65536, 10
     counts = model.parameter_counts()
     assert counts["embedding"] == V_ * d and counts["lm_head"] == V_ * d
-    assert counts["matrices"] == L * (4 * d * d + 8 * d * d)
-    assert counts["scalars"] == 2 * L  # the residual lambdas; RMSNorm has no weights
-    assert counts["total"] == sum(counts[k] for k in ("embedding", "lm_head", "matrices", "scalars"))
-    expected = 6 * (counts["total"] - counts["embedding"]) + 12 * L * 10 * 128 * 2048
+    assert counts["value_embeds"] == (L // 2) * V_ * kv * 128  # on the odd layers (the last one included)
+    assert counts["matrices"] == L * (4 * d * d + 8 * d * d) + (L // 2) * kv * 12  # + value-embedding gates
+    assert counts["scalars"] == 2 * L + 24 + 2  # residual lambdas, smear gate and lambda, backout lambda
+    assert counts["total"] == sum(counts[k] for k in ("embedding", "value_embeds", "lm_head", "matrices", "scalars"))
+    assert counts["scaling"] == counts["matrices"] + counts["lm_head"]  # nanochat's scaling-law count
+    window = 2048 // 4 + 1  # "SSSL": 15 short layers and 5 full ones (the last one always)
+    expected = 6 * (counts["total"] - counts["embedding"] - counts["value_embeds"])
+    expected += 12 * 10 * 128 * (15 * window + 5 * 2048)
     assert model.flops_per_token() == expected
     # a sliding layer attends to at most its window
     cfg_w = NanoGPTConfig.from_depth(4, vocab_size=V, max_position_embeddings=256, window_pattern="SL",
-                                     sliding_window=64)
+                                     sliding_window=64, preset="nanochat_jan2026")
     with torch.device("meta"):
         m_w = NanoGPTForCausalLM(cfg_w)
     attn = 12 * 2 * 128 * (64 + 256 + 64 + 256)
     assert m_w.flops_per_token() - 6 * (m_w.parameter_counts()["total"] - m_w.parameter_counts()["embedding"]) == attn
+
+
+def test_resizing_the_vocabulary_resizes_every_table_and_survives_save_and_load(tmp_path):
+    model = build(**MASTER)
+    model.resize_token_embeddings(V + 40)  # 137 rows: the token table, the head and every value embedding
+    rows = {n: p.shape[0] for n, p in model.named_parameters() if "embed" in n or "lm_head" in n}
+    assert set(rows.values()) == {V + 40} and model.config.vocab_size == V + 40
+    ids = torch.full((1, 6), V + 39)
+    model.save_pretrained(tmp_path)
+    again = NanoGPTForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(again(ids).logits, model(ids).logits, rtol=0, atol=0)

@@ -1,6 +1,8 @@
 """The OpenAI-compatible server, tested against a REAL uvicorn server on a free loopback port with
-httpx: plain and streaming completions, bad requests, the API key, concurrent clients, and a client
-that disconnects mid-stream (or while queued) freeing its worker slot."""
+httpx and the official `openai` client: plain and streaming completions (readable content plus the
+raw control-token text), `POST /generate`, bad requests, the API key, concurrent clients, a client
+that disconnects mid-stream (or while queued) freeing its worker slot, and a property-based fuzz
+test that no request a client can send gets a 5xx."""
 
 import contextlib
 import json
@@ -23,6 +25,7 @@ import uvicorn
 from hf_nanogpt import NanoGPTConfig, NanoGPTForCausalLM
 from hf_nanogpt.engine import ChatTokens, Engine, TextStream, assistant_parts
 from hf_nanogpt.server import create_app
+from hf_nanogpt.server_schema import readable_text
 from hf_nanogpt.tokenization import render_for_completion
 
 USER = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -55,6 +58,32 @@ def slow_model(tokenizer, delay: float) -> NanoGPTForCausalLM:
 
     model.register_forward_hook(hook)
     return model
+
+
+def calculator_model(tokenizer, expr: str, after: str, prompts: list | None = None):
+    """A scripted model that answers every question with a calculator call on `expr`, then writes
+    `after` and ends; the engine forces the tool's output in between. `prompts` collects the
+    histories the model saw at the start of each reply."""
+    from test_engine import ScriptedLM  # noqa: E402  (tests/ is on sys.path under pytest)
+
+    ids = lambda name: tokenizer.convert_tokens_to_ids(name)  # noqa: E731
+    call = [ids("<|python_start|>"), *tokenizer.encode(expr, add_special_tokens=False), ids("<|python_end|>")]
+    tail = tokenizer.encode(after, add_special_tokens=False)
+
+    def rule(history):
+        if ids("<|assistant_start|>") not in history:  # prefill positions: any answer will do
+            return 0
+        reply = history[len(history) - history[::-1].index(ids("<|assistant_start|>")):]
+        if not reply and prompts is not None:
+            prompts.append(history)
+        if len(reply) < len(call):
+            return call[len(reply)]
+        if ids("<|output_end|>") not in reply:
+            return tail[0]  # the engine forces the tool output here instead
+        k = len(reply) - reply.index(ids("<|output_end|>")) - 1
+        return tail[k] if k < len(tail) else ids("<|assistant_end|>")
+
+    return ScriptedLM(rule, vocab_size=len(tokenizer))
 
 
 @contextlib.contextmanager
@@ -122,7 +151,9 @@ def test_plain_completion_has_openai_shape_and_the_engines_tokens(server, model,
     assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion" and body["model"] == "tiny"
     (choice,) = body["choices"]
     assert choice["index"] == 0 and choice["message"]["role"] == "assistant"
-    assert choice["message"]["content"] == greedy_reply(model, tiny_tokenizer, USER, 12)
+    raw = greedy_reply(model, tiny_tokenizer, USER, 12)
+    assert choice["message"]["raw_content"] == raw
+    assert choice["message"]["content"] == readable_text(raw) and "<|" not in choice["message"]["content"]
     prompt_tokens = len(render_for_completion(tiny_tokenizer, USER))
     usage = body["usage"]
     assert usage["prompt_tokens"] == prompt_tokens
@@ -147,8 +178,9 @@ def test_streaming_sends_the_same_reply_as_deltas(server):
     assert usage_chunk["choices"] == [] and usage_chunk["usage"] == plain["usage"]
     content_chunks = chunks[1:-1]
     assert len(content_chunks) >= 3  # token by token, not one blob
-    text = "".join(c["choices"][0]["delta"].get("content", "") for c in content_chunks)
-    assert text == plain["choices"][0]["message"]["content"]
+    for field in ("content", "raw_content"):
+        text = "".join(c["choices"][0]["delta"].get(field, "") for c in content_chunks)
+        assert text == plain["choices"][0]["message"][field]
     reasons = [c["choices"][0]["finish_reason"] for c in content_chunks]
     assert reasons[-1] == plain["choices"][0]["finish_reason"] and set(reasons[:-1]) == {None}
 
@@ -323,30 +355,19 @@ def test_disconnect_mid_stream_frees_the_slot(tiny_tokenizer):
 
 def test_calculator_tool_call_in_the_reply(tiny_tokenizer):
     """A scripted model calls the calculator; the forced result appears in plain and streamed replies."""
-    from test_engine import ScriptedLM  # noqa: E402  (tests/ is on sys.path under pytest)
-
-    ids = lambda name: tiny_tokenizer.convert_tokens_to_ids(name)  # noqa: E731
-    call = [ids("<|python_start|>"), *tiny_tokenizer.encode("6*7", add_special_tokens=False), ids("<|python_end|>")]
-    after = tiny_tokenizer.encode(" is the answer", add_special_tokens=False)
-
-    def rule(history):
-        if ids("<|assistant_start|>") not in history:  # prefill positions: any answer will do
-            return 0
-        reply = history[len(history) - history[::-1].index(ids("<|assistant_start|>")):]
-        if len(reply) < len(call):
-            return call[len(reply)]
-        if ids("<|output_end|>") not in reply:
-            return after[0]  # the engine forces the tool output here instead
-        k = len(reply) - reply.index(ids("<|output_end|>")) - 1
-        return after[k] if k < len(after) else ids("<|assistant_end|>")
-
-    expected = "<|python_start|>6*7<|python_end|><|output_start|>42<|output_end|> is the answer"
-    with live_server(create_app(ScriptedLM(rule, vocab_size=len(tiny_tokenizer)), tiny_tokenizer)) as url:
+    raw = "<|python_start|>6*7<|python_end|><|output_start|>42<|output_end|> is the answer"
+    with live_server(create_app(calculator_model(tiny_tokenizer, "6*7", " is the answer"), tiny_tokenizer)) as url:
         plain = post(url, {"messages": USER, "max_tokens": 40}).json()["choices"][0]
-        assert plain["message"]["content"] == expected and plain["finish_reason"] == "stop"
+        assert plain["finish_reason"] == "stop"
+        assert plain["message"]["content"] == "calc: 6*7 = 42 is the answer"  # as the chat page shows it
+        assert plain["message"]["raw_content"] == raw
+        assert plain["message"]["segments"] == [{"type": "python", "text": "6*7"}, {"type": "output", "text": "42"},
+                                                {"type": "text", "text": " is the answer"}]
         with httpx.stream("POST", f"{url}/v1/chat/completions", json={"messages": USER, "stream": True}) as r:
             chunks = sse_events(r)[1:-1]
-        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == expected
+        deltas = [c["choices"][0]["delta"] for c in chunks]
+        assert "".join(d.get("content", "") for d in deltas) == "calc: 6*7 = 42 is the answer"
+        assert "".join(d.get("raw_content", "") for d in deltas) == raw
 
 
 def test_a_full_queue_is_refused_with_503(tiny_tokenizer):
@@ -361,7 +382,7 @@ def test_a_full_queue_is_refused_with_503(tiny_tokenizer):
                     assert wait_for(lambda: health()["queued"] == 1)
                     for refused in (post(url, {"messages": USER}), post(url, body)):
                         assert refused.status_code == 503
-                        assert "server busy: 1 requests already queued" in refused.json()["error"]["message"]
+                        assert "server busy: 1 requests generating and 1 queued" in refused.json()["error"]["message"]
         assert wait_for(lambda: health()["busy"] == 0 and health()["queued"] == 0)
         assert post(url, {"messages": USER, "max_tokens": 3}).status_code == 200
 
@@ -430,3 +451,106 @@ def test_chat_web_script_serves_a_saved_model(tmp_path, tiny_tokenizer, repo_roo
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# ----------------------------------------------------------------------------- POST /generate
+
+
+def test_generate_continues_the_prompt_as_plain_text(server, model, tiny_tokenizer):
+    r = httpx.post(f"{server}/generate", json={"prompt": "def main():", "max_tokens": 10, "temperature": 0}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"generated_text", "prompt"} and body["prompt"] == "def main():"
+    engine = Engine.from_tokenizer(model, tiny_tokenizer)
+    prompt = [tiny_tokenizer.convert_tokens_to_ids("<|bos|>")] + tiny_tokenizer.encode("def main():",
+                                                                                       add_special_tokens=False)
+    tokens = engine.generate_batch(prompt, temperature=0.0, max_tokens=10)[0][0]
+    assert body["generated_text"] == tiny_tokenizer.decode(tokens, skip_special_tokens=False)
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({}, 400, "prompt: Field required"),
+    ({"prompt": ""}, 400, "prompt: String should have at least 1 character"),
+    ({"prompt": 5}, 400, "prompt: Input should be a valid string"),
+    ({"prompt": "x", "max_tokens": "5"}, 400, "max_tokens: Input should be a valid integer"),
+    ({"prompt": "x", "max_tokens": 65}, 400, "max_tokens=65 exceeds the server limit of 64"),
+    ({"prompt": "x", "temperature": 3}, 400, "temperature: Input should be less than or equal to 2"),
+    ({"prompt": "x", "top_k": 3}, 400, "top_k: Extra inputs are not permitted"),
+    ({"prompt": "word " * 400}, 400, "model's context is 256 tokens"),
+    ({"prompt": "x" * 20_000}, 400, "the prompt is at least"),
+])
+def test_generate_bad_requests(server, body, status, message):
+    r = httpx.post(f"{server}/generate", json=body, timeout=60)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]["message"]
+
+
+def test_generate_needs_the_key_and_counts_in_the_pool(model, tiny_tokenizer):
+    with live_server(create_app(model, tiny_tokenizer, api_key="k", max_tokens_limit=8)) as url:
+        assert httpx.post(f"{url}/generate", json={"prompt": "x"}).status_code == 401
+        r = httpx.post(f"{url}/generate", json={"prompt": "x"}, headers={"Authorization": "Bearer k"}, timeout=60)
+        assert r.status_code == 200 and httpx.get(f"{url}/health").json()["served"] == 1
+
+
+def test_a_prompt_past_the_context_is_refused_before_tokenizing(model, tiny_tokenizer, monkeypatch):
+    """A message that cannot fit (by its byte count) never reaches the tokenizer, so a maximal request
+    costs only its JSON parse; one that might fit is rendered and checked exactly."""
+    import hf_nanogpt.server as server_module
+
+    rendered = []
+    real = server_module.render_for_completion
+    monkeypatch.setattr(server_module, "render_for_completion", lambda *a: rendered.append(1) or real(*a))
+    with live_server(create_app(model, tiny_tokenizer)) as url:
+        r = post(url, {"messages": [{"role": "user", "content": "x" * 3_000_000}]})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+        assert "the prompt is at least" in r.json()["error"]["message"] and rendered == []
+        r = post(url, {"messages": [{"role": "user", "content": "word " * 300}]})
+        message = r.json()["error"]["message"]
+        assert r.status_code == 400 and "model's context" in message and "at least" not in message and rendered == [1]
+        too_big = b'{"messages": [{"role": "user", "content": "' + b"x" * (5 << 20) + b'"}]}'
+        assert post(url, too_big).status_code == 413
+
+
+# ----------------------------------------------------------------------------- the official openai client
+
+
+def test_openai_client_plain_streaming_n2_and_errors(tiny_tokenizer):
+    """The `openai` package against the server: models, a completion whose content is readable text
+    (the calculator call as the page shows it), the same streamed, n=2, and auth / bad-request errors."""
+    openai = pytest.importorskip("openai", reason="the openai client is a dev dependency: pip install openai")
+    readable, raw = "calc: 12*34 = 408\n#### 408", "<|python_start|>12*34<|python_end|><|output_start|>408<|output_end|>#### 408"
+    app = create_app(calculator_model(tiny_tokenizer, "12*34", "#### 408"), tiny_tokenizer, model_name="tiny", api_key="k")
+    with live_server(app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0, timeout=60)
+        assert [m.id for m in client.models.list()] == ["tiny"]
+        messages = [{"role": "user", "content": "What is 12*34?"}]
+        done = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30)
+        (choice,) = done.choices
+        assert choice.message.content == readable and choice.finish_reason == "stop"
+        assert choice.message.model_extra["raw_content"] == raw  # the documented extension fields
+        assert choice.message.model_extra["segments"][1] == {"type": "output", "text": "408"}
+        assert done.usage.completion_tokens > 0
+        stream = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30, stream=True,
+                                                stream_options={"include_usage": True})
+        content, raw_parts, reasons, usage = "", "", [], None
+        for chunk in stream:
+            usage = chunk.usage or usage
+            for c in chunk.choices:
+                content += c.delta.content or ""
+                raw_parts += (c.delta.model_extra or {}).get("raw_content", "")
+                reasons.append(c.finish_reason)
+        assert (content, raw_parts) == (readable, raw) and reasons[-1] == "stop"
+        assert usage.completion_tokens == done.usage.completion_tokens
+        two = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30, n=2)
+        assert [c.index for c in two.choices] == [0, 1] and {c.message.content for c in two.choices} == {readable}
+        # the assistant turn sent back by a client keeps its tool parts through raw_content
+        history = [*messages, {"role": "assistant", "content": readable, "raw_content": raw},
+                   {"role": "user", "content": "again"}]
+        again = client.chat.completions.create(model="tiny", messages=history, max_tokens=30)
+        assert again.choices[0].message.content == readable
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
+        with pytest.raises(openai.BadRequestError, match="exceeds the server limit"):
+            client.chat.completions.create(model="tiny", messages=messages, max_tokens=10_000)
+        with pytest.raises(openai.NotFoundError, match="not served here"):
+            client.chat.completions.create(model="gpt-4", messages=messages)

@@ -41,3 +41,11 @@ def test_quick_speedrun_produces_loadable_stages_and_a_report(tmp_path):
     assert "GENERATED True" in check.stdout, check.stderr[-2000:]
     sections = {p.stem: json.loads(p.read_text())["data"] for p in (out / "report").glob("*.json")}
     assert {"base-train", "base-eval", "mid-train", "chat-eval-mid", "sft-train", "chat-eval-sft"} <= set(sections)
+    # the README's example: tight and spaced, the question reaches the calculator and the answer is 408
+    for question in ("What is 12*34?", "What is 12 * 34?"):
+        cli = subprocess.run([sys.executable, str(REPO / "scripts" / "chat_cli.py"), "-i", str(out / "sft"),
+                              "-p", question, "-t", "0", "--max_tokens", "40"], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+        assert cli.returncode == 0, cli.stderr[-2000:]
+        assert "<|python_start|>" in cli.stdout and "<|output_start|>408<|output_end|>" in cli.stdout, cli.stdout
+        assert cli.stdout.strip().endswith("#### 408"), cli.stdout

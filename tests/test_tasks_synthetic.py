@@ -19,17 +19,19 @@ def test_word_list_from_the_stdlib_corpus():
 
 
 def test_simple_spelling():
-    task = get_task("simple_spelling", split="train", size=50, seed=3)
+    task = get_task("simple_spelling", split="train", size=200, seed=3)
     row = task[0]
-    word = row["messages"][0]["content"].removeprefix("Spell ")
-    assert row["messages"][1]["content"] == row["answer"] == " ".join(word)
+    word = row["answer"].replace(" ", "")
+    assert row["messages"][1]["content"] == row["answer"] == " ".join(word) and word in row["messages"][0]["content"]
     assert task.evaluate(row, " " + row["answer"] + "\n") and not task.evaluate(row, row["answer"][:-1])
+    prompts = {r["messages"][0]["content"].replace(r["answer"].replace(" ", ""), "W") for r in task}
+    assert {"Spell W", "How do you spell W?", 'Spell "W"'} <= prompts  # the request is phrased several ways
     # deterministic and prefix-stable; every split draws from the most frequent words, with its own stream
     assert get_task("simple_spelling", size=10, seed=3).dataset[:]["messages"] == task.dataset[:10]["messages"]
     test_rows = get_task("simple_spelling", split="test", size=50, seed=3)
-    test_words = [r["messages"][0]["content"].removeprefix("Spell ") for r in test_rows]
+    test_words = [r["answer"].replace(" ", "") for r in test_rows]
     assert set(test_words) <= set(corpus_words()[:SIMPLE_SPELLING_WORDS])
-    assert test_words != [r["messages"][0]["content"].removeprefix("Spell ") for r in task]
+    assert test_words != [r["answer"].replace(" ", "") for r in task][:50]
 
 
 def test_spelling_bee_uses_the_calculator():
@@ -49,18 +51,29 @@ def test_spelling_bee_uses_the_calculator():
 
 
 def test_arithmetic_uses_the_calculator():
-    task = get_task("arithmetic", size=300, seed=1)
-    three = 0
+    task = get_task("arithmetic", size=600, seed=1)
+    three, tight, spaced, symbols, words, templates = 0, 0, 0, set(), 0, set()
     for row in task:
         call, output, final = row["messages"][1]["content"]
-        expr = call["text"]
-        assert call["type"] == "python" and expr in row["messages"][0]["content"]
-        assert re.fullmatch(r"\d{1,3}( [-+*] \d{1,3}){1,2}", expr)
-        value = eval(expr, {"__builtins__": {}})  # an independent check: Python's own precedence, digits only
-        tokens = expr.split()
+        expr, question = call["text"], row["messages"][0]["content"]
+        assert call["type"] == "python"
+        assert re.fullmatch(r"\d{1,3}( ?[-+*x×] ?\d{1,3}){1,2}", expr), expr
+        # an independent check: Python's own precedence on the expression with * for x and ×
+        value = eval(expr.replace("x", "*").replace("×", "*"), {"__builtins__": {}})
         assert output["text"] == str(value) == row["answer"] and final["text"] == f"#### {value}"
-        three += len(tokens) == 5
-    assert 40 < three < 120  # about a quarter have three operands
+        if expr in question:  # the call copies the question's expression as written ...
+            tight += bool(re.search(r"\d[-+*x×]\d", expr))
+            spaced += " " in expr
+            symbols |= set(re.findall(r"[-+*x×]", expr))
+            templates.add(question.replace(expr, "E"))
+        else:  # ... or the question says it in words
+            a, op, b = expr.split()
+            assert f"{a} {dict(zip('+-*', ('plus', 'minus', 'times')))[op]} {b}" in question
+            words += 1
+        three += len(re.findall(r"[-+*x×]", expr)) == 2
+    assert 80 < three < 220  # about a quarter have three operands
+    assert tight > 60 and spaced > 300 and symbols == set("+-*x×") and 40 < words < 130
+    assert {"What is E?", "E = ?", "Calculate E."} <= templates and len(templates) >= 12
     assert task.evaluate(task[0], "#### " + task[0]["answer"]) and not task.evaluate(task[0], task[0]["answer"])
 
 

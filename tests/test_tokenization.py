@@ -34,11 +34,13 @@ HYPOTHESIS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow
 FRAGMENTS = ["<|", "|>", "<|bos|>", "<|assistant_end|>", "<|user_start|>", "<|output_end|>", "bos|>", "bos",
              "assistant_end", CONTROL_MARKER, "<|" + CONTROL_MARKER, " ", "\n\n", "'s", "12345", "é🤖"]
 content = st.lists(st.one_of(st.text(max_size=6), st.sampled_from(FRAGMENTS)), max_size=6).map("".join)
-# assistant parts: text, a tool call, or a tool call and its output (an output always answers a call)
+# assistant parts: text, a tool call, or a tool call and its output (an output always answers a call; nanochat
+# names it python_output, "output" is the earlier name of this package)
 segment = st.one_of(
     st.builds(lambda t: [{"type": "text", "text": t}], content),
     st.builds(lambda t: [{"type": "python", "text": t}], content),
-    st.builds(lambda t, o: [{"type": "python", "text": t}, {"type": "output", "text": o}], content, content),
+    st.builds(lambda t, o, kind: [{"type": "python", "text": t}, {"type": kind, "text": o}], content, content,
+              st.sampled_from(["python_output", "output"])),
 )
 assistant_content = st.one_of(content, st.lists(segment, max_size=4).map(lambda s: [p for seg in s for p in seg]))
 
@@ -220,7 +222,8 @@ def test_template_equals_renderer(tiny_tokenizer, messages):
             parts = message["content"] if isinstance(message["content"], list) else []
             for p in parts:
                 if p["type"] != "text":
-                    expected += [f"<|{p['type']}_start|>", f"<|{p['type']}_end|>"]
+                    kind = "python" if p["type"] == "python" else "output"  # python_output / output
+                    expected += [f"<|{kind}_start|>", f"<|{kind}_end|>"]
             expected.append("<|assistant_end|>")
     assert structure == expected
 
@@ -267,7 +270,7 @@ BAD_CONVERSATIONS = [
     ([{"role": "user", "content": "a"}, {"role": "assistant", "content": 5}], "message 1: assistant content must be"),
     ([{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "text", "text": "x"},
                                                                           {"type": "output", "text": "4"}]}],
-     "message 1, part 1: an output part must follow a python part"),
+     r"message 1, part 1: a tool output \(output\) must follow a python part"),
 ]
 
 

@@ -22,8 +22,9 @@ def test_trainer_trains_a_tiny_model_with_muon_and_adamw(tmp_path):
                              logging_steps=5, report_to=[], save_strategy="no", use_cpu=True, seed=0,
                              disable_tqdm=True)
     trainer = NanoGPTTrainer(model=model, args=args, train_dataset=ds, lr_schedule="wsd", warmdown_ratio=0.5,
+                             warmup_steps=0, final_lr_frac=0.0, momentum_end=0.95, momentum_warmdown=0.95,
                              nanogpt_optimizer=dict(embedding_lr=0.05, unembedding_lr=0.01),
-                             muon_momentum_warmup_steps=20)
+                             momentum_warmup_steps=20)
     trainer.train()
     assert isinstance(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer,
                       MuonAdamW)

@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.py generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depth", type=int, default=4, help="model depth (NanoGPTConfig.from_depth)")
+    parser.add_argument("--preset", default="nanochat_jan2026", choices=("nanochat", "nanochat_jan2026"),
+                        help="model family (NanoGPTConfig.from_depth preset); the default, the January-2026 layout, "
+                             "has a parameter-matched Llama; nanochat master adds value embeddings Llama lacks")
     parser.add_argument("--head_dim", type=int, default=64)
     parser.add_argument("--vocab_size", type=int, default=8192)
     parser.add_argument("--context", type=int, default=1024, help="max_position_embeddings")
@@ -61,7 +64,7 @@ def build_models(args, dtype: torch.dtype):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = NanoGPTConfig.from_depth(args.depth, head_dim=args.head_dim, vocab_size=args.vocab_size,
-                                      max_position_embeddings=args.context)
+                                      max_position_embeddings=args.context, preset=args.preset)
     nano = NanoGPTForCausalLM(config)
     llama_config = LlamaConfig(
         vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,

@@ -2,8 +2,8 @@
 
 Tokens per second, MFU and peak memory of a full training step (forward, backward, optimizer step) of:
 
-1. `NanoGPTForCausalLM` (nanochat defaults) with `MuonAdamW` (Muon for the block matrices), the loss
-   through the path the training loop uses (`skip_logits=True`: fused, blocked head + softcap +
+1. `NanoGPTForCausalLM` (the `--preset` family) with `MuonAdamW` (Muon for the block matrices), the loss
+   through the path the training loop uses (`skip_logits=True`: fused, blocked head + crop + softcap +
    cross-entropy, no (B, T, V) logits);
 2. the same model with `torch.optim.AdamW` on every parameter (isolates the optimizer's cost);
 3. transformers' `LlamaForCausalLM` of matched size (same vocabulary, width, depth, heads and context;
@@ -26,8 +26,8 @@ against Llama + AdamW eager: tokens/s > 1 and memory < 1 favour us.
 
     python scripts/bench.py train                                   # CPU, default sizes, ~5 minutes
     python scripts/bench.py train --compile eager                   # skip the compiled runs (faster)
-    python scripts/bench.py train --device cuda --preset d12 --fp8  # one GPU: d12 at seq 2048
-    python scripts/bench.py train --device cuda --preset d20 --compile compiled --fp8 --json d20.json
+    python scripts/bench.py train --device cuda --size d12 --fp8  # one GPU: d12 at seq 2048
+    python scripts/bench.py train --device cuda --size d20 --compile compiled --fp8 --json d20.json
 """
 
 import argparse
@@ -41,15 +41,18 @@ import torch
 MODELS = ("nanogpt+muon", "nanogpt+adamw", "llama+adamw")
 BASELINE = "llama+adamw"
 # nanochat's sizes at seq 2048: (depth, head_dim, vocab, seq_len, batch per step)
-PRESETS = {"d12": (12, 128, 32768, 2048, 16), "d20": (20, 128, 32768, 2048, 16)}
+SIZES = {"d12": (12, 128, 32768, 2048, 16), "d20": (20, 128, 32768, 2048, 16)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.py train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+    parser.add_argument("--size", choices=sorted(SIZES), default=None,
                         help="nanochat size at seq 2048 (sets depth, head_dim, vocab_size, seq_len, batch)")
     parser.add_argument("--depth", type=int, default=4, help="model depth (NanoGPTConfig.from_depth)")
+    parser.add_argument("--preset", default="nanochat_jan2026", choices=("nanochat", "nanochat_jan2026"),
+                        help="model family (NanoGPTConfig.from_depth preset); the default, the January-2026 layout, "
+                             "has a parameter-matched Llama; nanochat master adds value embeddings Llama lacks")
     parser.add_argument("--head_dim", type=int, default=64)
     parser.add_argument("--vocab_size", type=int, default=8192)
     parser.add_argument("--seq_len", type=int, default=256)
@@ -73,8 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="print the contenders, sizes and FLOPs per token (models built on the meta device), "
                              "run nothing")
     args = parser.parse_args(argv)
-    if args.preset:
-        args.depth, args.head_dim, args.vocab_size, args.seq_len, args.batch = PRESETS[args.preset]
+    if args.size:
+        args.depth, args.head_dim, args.vocab_size, args.seq_len, args.batch = SIZES[args.size]
     if BASELINE not in args.models:
         parser.error(f"--models must include the baseline {BASELINE}")
     if args.fp8 and not args.device.startswith("cuda"):
@@ -112,7 +115,7 @@ def build(kind: str, args, device=None):
     from ..modeling_nanogpt import NanoGPTForCausalLM
     from ..optim import build_optimizer
 
-    cfg = NanoGPTConfig.from_depth(args.depth, head_dim=args.head_dim, vocab_size=args.vocab_size,
+    cfg = NanoGPTConfig.from_depth(args.depth, head_dim=args.head_dim, vocab_size=args.vocab_size, preset=args.preset,
                                    max_position_embeddings=args.seq_len)
     if kind.startswith("nanogpt"):
         model = NanoGPTForCausalLM(cfg)

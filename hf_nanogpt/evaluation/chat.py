@@ -212,6 +212,8 @@ def evaluate_chat(model, tokenizer, tasks: Sequence[str] = CHAT_TASKS, max_probl
             if task.eval_type == "generative":
                 entry.update(mean_pass_at_k([r["outcomes"] for r in rows], ks))
                 entry["too_long"] = sum(r["too_long"] for r in rows)
+            if getattr(task, "isolation", None):  # HumanEval: which sandbox level ran the programs
+                entry["sandbox"] = task.isolation
             entry["examples"] = [{k: r[k] for k in ("index", "score", "prediction", "completion") if k in r} for r in rows[:3]]
             per_task_scores[name] = [r["score"] for r in rows]
             results[name] = entry
@@ -239,6 +241,9 @@ def format_chat_table(result: dict) -> str:
         acc = "-" if entry["accuracy"] is None else f"{entry['accuracy']:.4f}"
         extra = "".join(f", {k} {v:.4f}" for k, v in entry.items() if k.startswith("pass@") and k != "pass@1")
         lines.append(f"| {name} | {acc}{extra} | {entry['num_problems']} | {entry['seconds']:.1f} |")
+    for name, entry in result["tasks"].items():
+        if entry.get("sandbox"):
+            lines.append(f"| {name} programs ran in the sandbox: {entry['sandbox']} | | | |")
     metric = result["chat_core"]
     if metric is not None:
         lines.append(f"| **ChatCORE** ({len(metric['accuracy'])} tasks) | **{metric['chatcore']:.4f}** | | |")

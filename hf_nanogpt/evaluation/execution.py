@@ -1,185 +1,21 @@
-"""Run untrusted, model-written Python in a sandboxed subprocess (HumanEval), and pass@k.
+"""Run untrusted, model-written Python (HumanEval) in the sandbox, and pass@k.
 
-Each program runs in a fresh interpreter (`python -I`, so no user site, no `PYTHON*` variables) in
-its own session and a private temporary directory that is deleted afterwards. Before the program's
-first line runs, the child:
+The sandbox itself lives in `hf_nanogpt.evaluation.sandbox`: bubblewrap namespaces (or a fresh
+unprivileged uid, or only resource limits, whichever the machine allows; every result names the
+level in `ExecutionResult.isolation`), its own process group and pid namespace killed as a whole at
+the timeout, a private temporary folder as the only writable place, and "passed" meaning the
+harness's own success marker after the program's last line ran, never a bare exit status 0.
 
-1. sets resource limits: address space (`memory_mb`), CPU seconds, size of written files (stdout and
-   stderr go to files, so a print loop cannot fill the parent's memory), no core dumps;
-2. cuts the network: `unshare(CLONE_NEWNET)` (or a user + network namespace when unprivileged) leaves
-   the process with no interfaces but an unconfigured loopback; where namespaces are unavailable that
-   step is skipped and reported, and the next one still applies;
-3. makes `socket`, `subprocess`, `ctypes`, `multiprocessing`, `resource` and friends unimportable, and
-   replaces destructive or escaping functions of `os`/`posix`/`shutil` (`system`, `fork`, `exec*`,
-   `kill`, `remove`, `rmtree`, `chdir`, ...) with stubs that raise `PermissionError`.
-
-The parent enforces the wall-clock timeout by killing the child's whole process group. This is the
-kind of guard OpenAI's human-eval harness uses: it stops accidents (infinite loops, memory blow-ups,
-a stray `os.system("rm -rf ...")`) but an in-process guard is not a security boundary against code
-written to escape it; run evaluations of untrusted models inside a container as well.
+This module builds the HumanEval programs (solution, then the problem's `check`), runs them there,
+and computes the unbiased pass@k estimator.
 """
 
-import json
-import math
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
-# Code that runs in the child before the program. It reads its settings from argv[1] (JSON) and the
-# program from the file argv[2]. Kept as a string so the child needs nothing but the interpreter.
-_BOOTSTRAP = r'''
-import json, sys
-cfg = json.loads(sys.argv[1])
-prog_path = sys.argv[2]
-import os, resource
-mem = cfg["memory_mb"] * 1024 * 1024
-for name, value in (("RLIMIT_AS", mem), ("RLIMIT_DATA", mem), ("RLIMIT_CPU", cfg["cpu_s"]),
-                    ("RLIMIT_FSIZE", cfg["fsize"]), ("RLIMIT_CORE", 0)):
-    if hasattr(resource, name):
-        try:
-            resource.setrlimit(getattr(resource, name), (value, value))
-        except (ValueError, OSError):
-            pass
-network = "not attempted"
-if sys.platform.startswith("linux"):
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(0x40000000) == 0:                    # CLONE_NEWNET (privileged)
-        network = "network namespace"
-    elif libc.unshare(0x10000000 | 0x40000000) == 0:     # CLONE_NEWUSER | CLONE_NEWNET
-        network = "user+network namespace"
-    else:
-        network = "unavailable (errno %d); socket module disabled only" % ctypes.get_errno()
-    del ctypes, libc
-os.environ["HF_NANOGPT_SANDBOX_NETWORK"] = network
-source = open(prog_path, encoding="utf-8").read()
-
-def _disabled(qualname):
-    def stub(*args, **kwargs):
-        raise PermissionError(qualname + " is disabled in the sandbox")
-    return stub
-
-import builtins, shutil, posix
-for mod, names in ((os, cfg["os_names"]), (posix, cfg["os_names"]), (shutil, cfg["shutil_names"])):
-    for n in names:
-        if hasattr(mod, n):
-            setattr(mod, n, _disabled(mod.__name__ + "." + n))
-builtins.help = _disabled("help")
-for m in cfg["blocked_modules"]:
-    sys.modules[m] = None   # a None entry makes `import m` raise ImportError
-del json, resource, builtins, posix, shutil, cfg, mem, mod, names, n
-g = {"__name__": "__main__", "__file__": "program.py", "__builtins__": __builtins__}
-exec(compile(source, "program.py", "exec"), g)
-'''
-
-# Functions an evaluated program has no business calling (process control, file-system damage,
-# leaving the temp dir, changing identity).
-_OS_NAMES = [
-    "system", "popen", "fork", "forkpty", "vfork", "kill", "killpg", "abort", "putenv", "unsetenv",
-    "remove", "unlink", "rmdir", "removedirs", "rename", "renames", "replace", "truncate", "ftruncate",
-    "chdir", "fchdir", "chroot", "chmod", "fchmod", "lchmod", "chown", "fchown", "lchown", "link", "symlink",
-    "setuid", "seteuid", "setreuid", "setresuid", "setgid", "setegid", "setregid", "setresgid", "setsid",
-    "execl", "execle", "execlp", "execlpe", "execv", "execve", "execvp", "execvpe",
-    "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe",
-    "posix_spawn", "posix_spawnp", "plock", "register_at_fork", "mknod", "mkfifo",
-]
-_SHUTIL_NAMES = ["rmtree", "move", "chown", "copytree", "make_archive", "unpack_archive", "which", "disk_usage"]
-_BLOCKED_MODULES = [
-    "socket", "_socket", "ssl", "_ssl", "select", "selectors", "asyncio", "http", "urllib", "urllib.request",
-    "ftplib", "smtplib", "subprocess", "_posixsubprocess", "multiprocessing", "_multiprocessing",
-    "concurrent", "concurrent.futures", "ctypes", "_ctypes", "resource", "pty", "signal", "_signal",
-    "pdb", "ipdb", "tkinter", "webbrowser", "joblib", "psutil",
-]
+from .sandbox import LEVELS, ExecutionResult, Isolation, run_program, sandbox_isolation
 
 #: status values of an `ExecutionResult`
 STATUSES = ("passed", "failed", "timeout")
-
-
-@dataclass
-class ExecutionResult:
-    """Outcome of one sandboxed run.
-
-    `status` is `"passed"` (exit code 0), `"failed"` (an exception, an assertion, a resource limit or
-    a disabled function) or `"timeout"` (killed after `timeout` seconds of wall time).
-    """
-
-    status: str
-    returncode: int | None
-    stdout: str
-    stderr: str
-    duration_s: float
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def run_program(program: str, timeout: float = 5.0, memory_mb: int = 1024, max_output_bytes: int = 1 << 20) -> ExecutionResult:
-    """Run the Python source `program` in the sandbox and report how it ended.
-
-    `timeout` is wall-clock seconds (CPU time is capped one second above it as a backstop);
-    `memory_mb` caps the child's address space; `max_output_bytes` caps each of stdout and stderr
-    (and any file the program writes): a program exceeding it is killed by `SIGXFSZ`.
-    """
-    if not isinstance(program, str):
-        raise TypeError(f"run_program: program must be a str, got {type(program).__name__}")
-    if timeout <= 0 or memory_mb <= 0:
-        raise ValueError(f"run_program: timeout ({timeout}) and memory_mb ({memory_mb}) must be positive")
-    cfg = dict(memory_mb=int(memory_mb), cpu_s=int(math.ceil(timeout)) + 1, fsize=int(max_output_bytes),
-               os_names=_OS_NAMES, shutil_names=_SHUTIL_NAMES, blocked_modules=_BLOCKED_MODULES)
-    workdir = tempfile.mkdtemp(prefix="hf_nanogpt_sandbox_")
-    try:
-        prog_path = os.path.join(workdir, "program.py")
-        with open(prog_path, "w", encoding="utf-8") as f:
-            f.write(program)
-        out_path, err_path = os.path.join(workdir, "stdout"), os.path.join(workdir, "stderr")
-        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
-               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
-        start = time.perf_counter()
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg), prog_path],
-                cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True,  # own process group: the timeout kill reaches any children
-            )
-            timed_out = False
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                _kill_group(proc)
-        duration = time.perf_counter() - start
-        stdout, stderr = _read_capped(out_path, max_output_bytes), _read_capped(err_path, max_output_bytes)
-        rc = proc.returncode
-        status = "timeout" if timed_out else ("passed" if rc == 0 else "failed")
-        return ExecutionResult(status=status, returncode=None if timed_out else rc, stdout=stdout,
-                               stderr=stderr, duration_s=duration)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the child's process group (it is its own session leader) and reap the child."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
-def _read_capped(path: str, limit: int) -> str:
-    with open(path, "rb") as f:
-        return f.read(limit).decode("utf-8", errors="replace")
 
 
 def humaneval_solution(problem: dict, completion: str) -> str:
@@ -236,3 +72,7 @@ def mean_pass_at_k(outcomes: Sequence[Sequence[bool]], ks: Sequence[int]) -> dic
     n_min = min(len(o) for o in outcomes)
     return {f"pass@{k}": sum(pass_at_k(len(o), sum(map(bool, o)), k) for o in outcomes) / len(outcomes)
             for k in ks if k <= n_min}
+
+
+__all__ = ["ExecutionResult", "Isolation", "LEVELS", "STATUSES", "check_humaneval", "humaneval_program",
+           "humaneval_solution", "humaneval_test", "mean_pass_at_k", "pass_at_k", "run_program", "sandbox_isolation"]

@@ -5,7 +5,8 @@ dataset `openai/openai_humaneval`; each has `task_id`, `prompt` (signature + doc
 (a `check(candidate)` function), `entry_point` and `canonical_solution`. As in nanochat, the user turn
 is the prompt and the reference assistant turn is the whole function (prompt + canonical solution);
 the model's reply may wrap its code in a Markdown fence. Completions run in the sandbox of
-`execution.py` through the `humaneval` evaluate metric (pass@k).
+`sandbox.py` (the isolation level is named in the results) through the `humaneval` evaluate metric
+(pass@k); a completion passes only when the problem's tests ran to the end.
 """
 
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from ..tasks.base import Task, rows_to_dataset
 from . import load_metric
-from .execution import check_humaneval, humaneval_solution, humaneval_test
+from .execution import check_humaneval, humaneval_solution, humaneval_test, sandbox_isolation
 
 HUB_ID = "openai/openai_humaneval"
 _FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
@@ -63,6 +64,11 @@ class HumanEval(Task):
                               {"role": "assistant", "content": p["prompt"] + p["canonical_solution"]}],
                  **{k: p[k] for k in _REQUIRED}} for p in load_problems(path)]
         super().__init__(rows_to_dataset(rows))
+
+    @property
+    def isolation(self) -> str:
+        """The sandbox level the programs run at on this machine (named in the chat-eval output)."""
+        return sandbox_isolation().describe()
 
     def evaluate(self, row: dict, completion: str) -> bool:
         return check_humaneval(row, extract_code(completion), self.timeout, self.memory_mb).passed

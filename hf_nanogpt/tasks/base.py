@@ -10,8 +10,8 @@ what an evaluator needs:
   rows have `answer` (the reference, e.g. GSM8K's final number).
 
 Message schema (the tokenizer's): `{"role": "system"|"user"|"assistant", "content": str | list[part]}`,
-an assistant part is `{"type": "text"|"python"|"output", "text": str}` (python: a calculator call,
-output: its result). In a Dataset the `messages` column is `messages_feature()`, a list of
+an assistant part is `{"type": "text"|"python"|"python_output", "text": str}` (python: a calculator call,
+python_output: its result; "output" is accepted as another name for it). In a Dataset the `messages` column is `messages_feature()`, a list of
 `datasets.Json` messages, so string contents and part lists share one column.
 """
 
@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 MESSAGE_ROLES = ("system", "user", "assistant")
-PART_TYPES = ("text", "python", "output")
+PART_TYPES = ("text", "python", "python_output", "output")  # python_output: nanochat's name for output
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -61,7 +61,7 @@ def check_conversation(messages, where: str = "conversation") -> None:
         for j, part in enumerate(content):
             if (not isinstance(part, dict) or part.get("type") not in PART_TYPES
                     or not isinstance(part.get("text"), str)):
-                raise ValueError(f'{where}: message {i}, part {j}: expected {{"type": "text"|"python"|"output", '
+                raise ValueError(f'{where}: message {i}, part {j}: expected {{"type": "text"|"python"|"python_output", '
                                  f'"text": str}}, got {part!r:.80}')
     if len(messages) == offset or messages[-1]["role"] != "assistant":
         raise ValueError(f"{where}: the last message must be the assistant's")

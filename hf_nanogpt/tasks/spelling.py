@@ -8,10 +8,12 @@ word list is the harder, generalisation version; a ~2M-parameter model trained f
 zero on it).
 
 - SimpleSpelling: "Spell apple" -> "a p p l e" (letters separated by spaces). Teaches the letters of
-  tokens, which a BPE model otherwise never sees. Evaluated by exact match.
+  tokens, which a BPE model otherwise never sees. The request is phrased several ways ("How do you
+  spell apple?", 'Spell "apple"', ...). Evaluated by exact match.
 - SpellingBee: 'How many r in "strawberry"?' -> the calculator call `"strawberry".count("r")`, its
   output, then `#### 3`. The model has to copy the word and the letter into the call and the tool's
-  result into the answer: short, regular, learnable by a tiny model. Evaluated on the `#### N` number.
+  result into the answer: short, regular, learnable by a tiny model. Eight phrasings, the letter bare
+  or quoted. Evaluated on the `#### N` number.
 
 Rows are generated from `random.Random(f"{seed}/{split}")`, so a longer task extends a shorter one.
 """
@@ -31,7 +33,14 @@ _WORD = re.compile(r"\b[a-z]{3,10}\b")
 # The word is quoted as in the tool call, so its tokens there are the same as in the question (a
 # copy, not a re-spelling: byte-level BPE splits ' word' and '"word' differently).
 _BEE_PROMPTS = ('How many {letter} in "{word}"?', 'How many times does {letter} appear in "{word}"?',
-                'Count the letter {letter} in "{word}".')
+                'Count the letter {letter} in "{word}".', 'How many {letter} are there in "{word}"?',
+                'how many {letter} in "{word}"', 'In "{word}", how many {letter}?',
+                'Count {letter} in "{word}"', 'Number of {letter} in "{word}"?')
+_LETTER_QUOTES = ("{}", "{}", '"{}"', "'{}'")  # r, "r" or 'r'
+# Surface forms of the spelling request (the word's tokens differ after a space, a quote or a dot: a
+# model trained on one form only fails on the others).
+_SPELL_PROMPTS = ("Spell {word}", "Spell {word}", "Spell {word}.", "spell {word}", "How do you spell {word}?",
+                  "Spell the word {word}.", 'Spell "{word}"', "Spell out {word}", "What are the letters of {word}?")
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,7 +65,7 @@ class SimpleSpelling(Task):
         for _ in range(size):
             word = rng.choice(words)
             letters = " ".join(word)
-            rows.append({"messages": [{"role": "user", "content": f"Spell {word}"},
+            rows.append({"messages": [{"role": "user", "content": rng.choice(_SPELL_PROMPTS).format(word=word)},
                                       {"role": "assistant", "content": letters}], "answer": letters})
         super().__init__(rows_to_dataset(rows))
 
@@ -78,7 +87,8 @@ class SpellingBee(Task):
             output = use_calculator(call)
             if output != str(word.count(letter)):
                 raise AssertionError(f"calculator gave {output!r} for {call}")  # keeps data and tool in sync
-            prompt = rng.choice(_BEE_PROMPTS).format(letter=letter, word=word)
+            shown = rng.choice(_LETTER_QUOTES).format(letter)
+            prompt = rng.choice(_BEE_PROMPTS).format(letter=shown, word=word)
             rows.append({"messages": [{"role": "user", "content": prompt},
                                       {"role": "assistant", "content": [
                                           {"type": "python", "text": call}, {"type": "output", "text": output},

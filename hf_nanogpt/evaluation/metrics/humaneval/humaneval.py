@@ -9,8 +9,10 @@ An `evaluate` metric that ships with hf_nanogpt and loads by path, offline:
                references=["assert add(2, 3) == 5\\n"], k=[1])
 
 Each candidate runs as `candidate + "\\n\\n" + reference` in a fresh, sandboxed Python process
-(time and memory limits, no network, a temporary directory, destructive os/shutil/subprocess
-functions disabled: see `hf_nanogpt.evaluation.execution`).
+(bubblewrap namespaces or a fresh unprivileged uid where the machine allows, time and memory limits,
+no network, a private temporary directory: see `hf_nanogpt.evaluation.sandbox`). A candidate passes
+only when the harness's success marker follows the reference's last line, so `sys.exit(0)` or
+`os._exit(0)` before a failing assert is a failure. The result names the isolation level.
 """
 
 import datasets
@@ -18,6 +20,7 @@ import evaluate
 from concurrent.futures import ThreadPoolExecutor
 from hf_nanogpt.evaluation.execution import mean_pass_at_k
 from hf_nanogpt.evaluation.execution import run_program
+from hf_nanogpt.evaluation.execution import sandbox_isolation
 
 _DESCRIPTION = """Executes each candidate solution together with its test code and reports the unbiased
 pass@k estimator of Chen et al. (2021), averaged over problems."""
@@ -32,8 +35,8 @@ Args:
     memory_mb: address-space limit per run (default 1024).
     num_workers: programs run concurrently (default 2; each is its own process).
 Returns:
-    pass@k for each k, and "results": per problem, the status of each candidate
-    ("passed", "failed" or "timeout").
+    pass@k for each k, "results": per problem, the status of each candidate
+    ("passed", "failed" or "timeout"), and "isolation": the sandbox level the programs ran at.
 """
 
 _CITATION = """@article{chen2021codex, title={Evaluating Large Language Models Trained on Code},
@@ -71,4 +74,4 @@ class Humaneval(evaluate.Metric):
         if too_big:
             raise ValueError(f"humaneval: k={too_big} exceeds the number of candidates per problem")
         scores = mean_pass_at_k([[s == "passed" for s in row] for row in statuses], list(k))
-        return {**scores, "results": statuses}
+        return {**scores, "results": statuses, "isolation": sandbox_isolation().describe()}
