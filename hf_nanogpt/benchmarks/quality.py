@@ -113,7 +113,8 @@ def run_round(args, root: Path, tokenizer_dir: Path, k: int) -> dict[str, dict]:
         env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     procs, results = {}, {}
     for recipe in args.recipes:
-        out = root / f"{Path(recipe).stem}-{k}"
+        out = root / f"{Path(recipe).stem}-{k}" / "base"  # its own run folder: report/ lands beside base/
+        out.parent.mkdir(parents=True, exist_ok=True)
         log = open(root / f"{Path(recipe).stem}-{k}.log", "w")
         start = time.perf_counter()
         proc = subprocess.Popen(_command(recipe, args, tokenizer_dir, out), stdout=log, stderr=subprocess.STDOUT,
