@@ -3,7 +3,7 @@
 # on one H200 (see the README's Performance section).
 #
 #   bash scripts/gpu_check.sh                    # writes gpu_check/{d12,d20}.json and gpu_check/report.md
-#   bash scripts/gpu_check.sh --out runs/gpu     # another folder
+#   bash scripts/gpu_check.sh --output_dir runs/gpu   # another folder (--out, as speedrun.sh)
 #   bash scripts/gpu_check.sh --dry-run          # print the plan (contenders, FLOPs per token), run nothing
 #
 # What runs (scripts/bench.py train, each contender in its own process, sequence length 2048):
@@ -18,11 +18,11 @@ OUT=gpu_check
 DRY=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --out) OUT="$2"; shift 2 ;;
-    --out=*) OUT="${1#--out=}"; shift ;;
+    --out|--output_dir) OUT="$2"; shift 2 ;;
+    --out=*|--output_dir=*) OUT="${1#*=}"; shift ;;
     --dry-run) DRY=1; shift ;;
     -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument '$1' (expected --out DIR, --dry-run)" >&2; exit 2 ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (expected --output_dir DIR, --dry-run)" >&2; exit 2 ;;
   esac
 done
 
