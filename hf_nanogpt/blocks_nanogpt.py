@@ -29,14 +29,15 @@ def tag(module: nn.Module, role: str) -> nn.Module:
 
 
 class NanoGPTRMSNorm(nn.Module):
-    """Parameter-free RMSNorm (nanochat): x / rms(x), computed in float32 for stability."""
+    """Parameter-free RMSNorm (nanochat): x / rms(x). `F.rms_norm` accumulates in float32 for bf16 input
+    itself, so no float32 copy of x (and none back) is made."""
 
     def __init__(self, eps: float):
         super().__init__()
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x.float(), (x.size(-1),), eps=self.eps).type_as(x)
+        return F.rms_norm(x, (x.size(-1),), eps=self.eps)
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}"

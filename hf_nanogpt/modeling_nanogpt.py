@@ -28,6 +28,7 @@ and its single-dot siblings.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -46,6 +47,7 @@ from .blocks_nanogpt import (NanoGPTAttention, NanoGPTDecoderLayer, NanoGPTRotar
 from .cache_nanogpt import model_state_layer
 from .compat_nanogpt import CACHE_NAME, cache_kwargs, check_transformers_version, pick_cache, positions_from_mask
 from .configuration_nanogpt import SMEAR_GATE_CHANNELS, NanoGPTConfig
+from .loss_nanogpt import causal_lm_loss, fused_causal_lm_loss, shift_targets
 from .mamba_nanogpt import NanoGPTGatedRMSNorm, NanoGPTMamba
 from .moe_nanogpt import NanoGPTExperts, NanoGPTRouter, router_losses
 
@@ -348,6 +350,22 @@ class NanoGPTModel(NanoGPTPreTrainedModel):
         return self.output_class(last_hidden_state=hidden_states, **cache_kwargs(cache if use_cache else None))
 
 
+@dataclass
+class NanoGPTCausalLMOutput(CausalLMOutputWithPast):
+    """`CausalLMOutputWithPast` plus `loss_terms`: each part of `loss` (`ce`, then the extra terms of
+    `loss_terms`), detached 0-d tensors that sum to `loss`."""
+
+    loss_terms: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class NanoGPTMoeCausalLMOutput(MoeCausalLMOutputWithPast):
+    """`MoeCausalLMOutputWithPast` plus `loss_terms` (as `NanoGPTCausalLMOutput`; `router` is the weighted
+    router loss)."""
+
+    loss_terms: dict[str, torch.Tensor] | None = None
+
+
 class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
     """NanoGPT with a language-modelling head; the class `AutoModelForCausalLM` resolves to."""
 
@@ -383,24 +401,32 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
         output_router_logits: bool | None = None,
+        skip_logits: bool = False,
+        loss_terms: dict[str, float] | None = None,
         **kwargs,
-    ) -> CausalLMOutputWithPast:
+    ) -> "NanoGPTCausalLMOutput":
         """Logits (B, T', V) for the kept positions, and the mean cross-entropy when targets are given.
 
         Targets come either as `labels` (Hugging Face convention: aligned with `input_ids`, shifted
         here) or as `shift_labels` (nanoGPT convention: already the next token at each position).
         `-100` marks ignored targets. `num_items_in_batch` in kwargs turns the mean into a sum divided
         by that count, which makes gradient accumulation over uneven micro-batches exact.
+        `loss_terms` adds terms of `loss_nanogpt.LOSS_TERMS` with their coefficients, e.g.
+        `{"z_loss": 1e-4}`; `loss_terms` in the output holds each part of the loss. `skip_logits=True`
+        (training) computes the loss without materialising logits (`logits` is then None): the fused,
+        blocked head + softcap + cross-entropy of `loss_nanogpt.fused_causal_lm_loss`.
 
-        A model with MoE layers returns a `MoeCausalLMOutputWithPast` and adds its router losses (`router_losses`) to `loss` whenever targets are given
-        in training mode or `output_router_logits` is on (config or argument), and returns them as `aux_loss`
-        with the per-layer `router_logits`. Under `num_items_in_batch` they are weighted by this call's share
-        of the targets, so accumulated micro-batches add up to one batch's coefficient.
+        A model with MoE layers returns a `NanoGPTMoeCausalLMOutput` and adds its router losses
+        (`router_losses`) to `loss` whenever targets are given in training mode or `output_router_logits` is on
+        (config or argument), and returns them as `aux_loss` (and the `router` part of `loss_terms`) with the
+        per-layer `router_logits`. Under `num_items_in_batch` they are weighted by this call's share of the
+        targets, so accumulated micro-batches add up to one batch's coefficient.
         """
-        targets = labels is not None or shift_labels is not None
+        num_items = kwargs.pop("num_items_in_batch", None)  # the loss's divisor, not a trunk argument
+        has_targets = labels is not None or shift_labels is not None
         if output_router_logits is None:
             output_router_logits = self.config.output_router_logits
-        output_router_logits = self.has_moe and (output_router_logits or (self.training and targets))
+        output_router_logits = self.has_moe and (output_router_logits or (self.training and has_targets))
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -417,18 +443,22 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
             hidden_states = hidden_states[:, -logits_to_keep:] if logits_to_keep > 0 else hidden_states
         else:
             hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states)  # (B, T', padded V)
-        if logits.shape[-1] != self.config.vocab_size:  # padding rows are never predicted: crop before the cap
-            logits = logits[..., : self.config.vocab_size]
-        if self.config.final_logit_softcapping is not None:
-            cap = self.config.final_logit_softcapping  # soft cap (Gemma 2 / nanochat), in float32
-            logits = cap * torch.tanh(logits.float() / cap)
-
-        loss = None
-        if labels is not None or shift_labels is not None:
-            if shift_labels is not None:  # a slice such as row[:, 1:] is not viewable as (-1,)
-                shift_labels = shift_labels.contiguous()
-            loss = self.loss_function(logits, labels, self.vocab_size, shift_labels=shift_labels, **kwargs)
+        targets = shift_labels if shift_labels is not None else (shift_targets(labels) if labels is not None else None)
+        cap = self.config.final_logit_softcapping
+        logits = loss = parts = None
+        if skip_logits:  # head + crop + softcap + loss in blocks, no (B, T, V) logits (loss_nanogpt.py)
+            if targets is None:
+                raise ValueError("skip_logits=True needs labels or shift_labels: it only computes the loss")
+            loss, parts = fused_causal_lm_loss(hidden_states, self.lm_head.weight, targets, num_items, loss_terms,
+                                               softcap=cap, vocab_size=self.config.vocab_size)
+        else:
+            logits = self.lm_head(hidden_states)  # (B, T', padded V)
+            if logits.shape[-1] != self.config.vocab_size:  # padding rows are never predicted: crop before the cap
+                logits = logits[..., : self.config.vocab_size]
+            if cap is not None:  # soft cap (Gemma 2 / nanochat), in float32
+                logits = cap * torch.tanh(logits.float() / cap)
+            if targets is not None:
+                loss, parts = causal_lm_loss(logits, targets, num_items, loss_terms)
         moe = {}  # the Moe* output's extra fields
         if self.has_moe:
             moe = dict(aux_loss=None, router_logits=outputs.router_logits if output_router_logits else None)
@@ -436,17 +466,20 @@ class NanoGPTForCausalLM(NanoGPTPreTrainedModel, GenerationMixin):
             aux_loss = moe["aux_loss"] = router_losses(outputs.router_logits, self.config, attention_mask)
             if loss is not None:
                 share = 1.0
-                if kwargs.get("num_items_in_batch") is not None:  # this micro-batch's share of the targets
-                    tgt = shift_labels if shift_labels is not None else labels[..., 1:]
-                    share = (tgt != -100).sum() / kwargs["num_items_in_batch"]
-                loss = loss + share * aux_loss.to(loss.device)
-        return (MoeCausalLMOutputWithPast if self.has_moe else CausalLMOutputWithPast)(
+                if num_items is not None:  # this micro-batch's share of the targets
+                    share = (targets != -100).sum() / num_items
+                router = share * aux_loss.to(loss.device)
+                loss = loss + router
+                if parts is not None:  # the parts still sum to the loss
+                    parts = {**parts, "router": router.detach()}
+        return (NanoGPTMoeCausalLMOutput if self.has_moe else NanoGPTCausalLMOutput)(
             loss=loss,
             **moe,
             logits=logits,
             **cache_kwargs(getattr(outputs, CACHE_NAME)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            loss_terms=parts,
         )
 
     # ------------------------------------------------------------------ accounting

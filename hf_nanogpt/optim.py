@@ -414,14 +414,21 @@ def build_optimizer(model: nn.Module, *, matrix_lr: float = 0.02, embedding_lr: 
                     unembedding_lr: float = 0.008, scalar_lr: float = 0.5, lora_lr: float = 1e-3,
                     weight_decay: float = 0.0, momentum: float = 0.95, muon_variant: str = "nanochat",
                     lr_scale: float = 1.0, batch_lr_scale: float = 1.0, width: int | None = None,
-                    lookahead_k: int = 0, lookahead_alpha: float = 0.5) -> torch.optim.Optimizer:
+                    lookahead_k: int = 0, lookahead_alpha: float = 0.5, matrix_optimizer: str = "muon",
+                    adamw_betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.Optimizer:
     """The nanochat optimizer for `model` (the groups of the module docstring).
 
     `batch_lr_scale` multiplies the recipe lrs (nanochat's sqrt(B / B_ref) transfer; not the fixed smear lr),
     `lr_scale` every lr (SFT's init_lr_frac). `weight_decay` and `momentum` are the Muon group's starting
     values (the training loop schedules them). Each group records its peak lr as `initial_lr`, which the lr
     schedule multiplies. `lookahead_k > 0` wraps the result in `Lookahead(k, alpha)`.
+
+    `matrix_optimizer="adamw"` is nanoGPT's optimizer instead: AdamW for the block matrices too (at matrix_lr),
+    every group with `adamw_betas` and torch's eps 1e-8, `weight_decay` (constant) on every 2-D tensor
+    (matrices, embeddings, head) and none on the vectors, as nanoGPT's `configure_optimizers`.
     """
+    if matrix_optimizer not in ("muon", "adamw"):
+        raise ValueError(f"matrix_optimizer={matrix_optimizer!r} is invalid: expected 'muon' or 'adamw'")
     width = width or model.config.hidden_size
     s = (width / 768) ** -0.5  # AdamW lrs were tuned at width 768
     b = batch_lr_scale
@@ -443,7 +450,12 @@ def build_optimizer(model: nn.Module, *, matrix_lr: float = 0.02, embedding_lr: 
         if not params:
             continue
         group = dict(name=name, params=[p for _, p in params])
-        if name == "matrix":
+        if matrix_optimizer == "adamw":  # nanoGPT: one AdamW rule, decay decided by the tensor's rank
+            lr = (matrix_lr * b if name == "matrix" else adamw[name][0]) * lr_scale
+            decayed = all(p.ndim >= 2 for _, p in params)
+            group.update(kind="adamw", lr=lr, initial_lr=lr, betas=tuple(adamw_betas), eps=1e-8,
+                         weight_decay=weight_decay if decayed else 0.0)
+        elif name == "matrix":
             lr = matrix_lr * b * lr_scale
             group.update(kind="muon", lr=lr, initial_lr=lr, momentum=momentum, weight_decay=weight_decay,
                          variant=muon_variant, beta2=0.9, ns_steps=5, nesterov=True)

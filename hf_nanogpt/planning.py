@@ -56,8 +56,41 @@ def plan_for_model(recipe: TrainRecipe, model, world_size: int = 1, tokens_per_e
     if recipe.hyperparameter_transfer == "nanochat":
         vocab = _Vocabulary(recipe.vocab_size if recipe.vocab_size > 0 else model.config.vocab_size)
         reference = scaling_parameters(meta_model(dataclasses.replace(recipe, depth=REFERENCE_DEPTH), vocab))
-    return derive_plan(recipe, model.flops_per_token(recipe.max_seq_len), scaling_parameters(model), world_size,
+    plan = derive_plan(recipe, model.flops_per_token(recipe.max_seq_len), scaling_parameters(model), world_size,
                        tokens_per_epoch, reference_scaling_params=reference)
+    if recipe.seq_len_warmup_steps > 0:
+        curriculum_flops(plan, recipe, model)
+    return plan
+
+
+def row_len_at(stage_or_recipe, step: int) -> int:
+    """The training row length at `step` (`max_seq_len`, or the sequence-length warmup's)."""
+    from .data.pretrain import curriculum_seq_len
+
+    r = getattr(stage_or_recipe, "recipe", stage_or_recipe)
+    return curriculum_seq_len(step, r.seq_len_start, r.max_seq_len, r.seq_len_warmup_steps,
+                              r.device_batch_size * r.max_seq_len)
+
+
+def curriculum_flops(plan: TrainingPlan, recipe: TrainRecipe, model) -> None:
+    """Under a sequence-length warmup the attention FLOPs per token follow the row length: total FLOPs are
+    summed over the steps, and a `target_flops` horizon gets the number of steps that reaches it (the
+    tokens per step, hence the horizon in tokens, stay as derived)."""
+    cache: dict[int, int] = {}
+
+    def step_flops(step: int) -> float:
+        t = row_len_at(recipe, step)
+        if t not in cache:
+            cache[t] = model.flops_per_token(t)
+        return float(cache[t]) * plan.total_batch_size
+
+    if plan.horizon_source == "target_flops":
+        steps, done = 0, 0.0
+        while done < recipe.target_flops:
+            done += step_flops(steps)
+            steps += 1
+        plan.num_iterations, plan.total_tokens = steps, steps * plan.total_batch_size
+    plan.total_flops = sum(step_flops(s) for s in range(plan.num_iterations))
 
 
 def build_stage_optimizer(model, recipe: TrainRecipe, plan: TrainingPlan, width: int) -> torch.optim.Optimizer:
@@ -68,7 +101,8 @@ def build_stage_optimizer(model, recipe: TrainRecipe, plan: TrainingPlan, width:
                            weight_decay=plan.weight_decay, momentum=recipe.muon_momentum_start,
                            muon_variant=recipe.muon_variant, lr_scale=recipe.init_lr_frac,
                            batch_lr_scale=plan.batch_lr_scale, width=width, lookahead_k=recipe.lookahead_k,
-                           lookahead_alpha=recipe.lookahead_alpha)
+                           lookahead_alpha=recipe.lookahead_alpha, matrix_optimizer=recipe.optimizer,
+                           adamw_betas=tuple(recipe.adamw_betas))
 
 
 def plan_only(recipe: TrainRecipe) -> dict:

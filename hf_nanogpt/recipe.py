@@ -35,8 +35,10 @@ _UNSET = -1
 RENAMED_KEYS = {
     "warmup_ratio": "replaced by warmup_steps, a number of steps as in nanochat master",
     "muon_momentum": "renamed muon_momentum_end",
-    "adam_beta1": "the AdamW betas are per group now, see the table in hf_nanogpt/optim.py",
-    "adam_beta2": "the AdamW betas are per group now, see the table in hf_nanogpt/optim.py",
+    "adam_beta1": "the AdamW betas are per group now, see the table in hf_nanogpt/optim.py (optimizer=adamw: "
+                  "adamw_betas)",
+    "adam_beta2": "the AdamW betas are per group now, see the table in hf_nanogpt/optim.py (optimizer=adamw: "
+                  "adamw_betas)",
 }
 
 
@@ -78,6 +80,12 @@ class TrainRecipe:
     mixture: list = _f([], "chat task mixture for mid/sft: list of {task, split, repeat, stop} (JSON on the CLI)")
     val_mixture: list = _f([], "validation task mixture for mid/sft; [] = none")
     sft_packing: Literal["pad", "pack"] = _f("pad", "SFT batching: pad each conversation, or pack several per row")
+    packing: Literal["continue", "crop", "stream"] = _f(
+        "continue", "pretraining rows: continue = best fit, a document that does not fit continues in later rows "
+        "(nothing dropped); crop = nanochat's best fit that crops it; stream = nanoGPT's contiguous stream")
+    seq_len_warmup_steps: int = _f(0, "pretraining: steps over which the row length grows linearly from "
+                                      "seq_len_start to max_seq_len (same tokens per step, more rows); 0 = off")
+    seq_len_start: int = _f(64, "row length at step 0 of the sequence-length warmup (seq_len_warmup_steps > 0)")
     num_proc: int | None = _f(None, "processes for tokenization (datasets.map num_proc)")
     # --- batch sizes
     device_batch_size: int = _f(32, "sequences per device per micro-step")
@@ -90,6 +98,11 @@ class TrainRecipe:
                                               "master: 12, Chinchilla ~20); -1 = unused")
     num_epochs: float = _f(-1.0, "mid/sft: passes over the mixture (used when num_iterations = -1); -1 = unused")
     # --- optimizer (nanochat master; see hf_nanogpt/optim.py for the group table)
+    optimizer: Literal["muon", "adamw"] = _f(
+        "muon", "muon = Muon for the block matrices + AdamW for the rest (nanochat); adamw = AdamW for all, weight "
+        "decay on every 2-D tensor (nanoGPT)")
+    adamw_betas: list = _f([0.9, 0.95], "optimizer=adamw: the betas of every group (nanoGPT; its Shakespeare config: "
+                                        "[0.9, 0.99]); optimizer=muon uses the per-group table of optim.py")
     muon_variant: Literal["nanochat", "keller"] = _f(
         "nanochat", "Muon rule: nanochat = nanochat master (MuonEq, Polar Express, Muon+, NorMuon, cautious weight "
         "decay); keller = Keller Jordan's Muon (= torch.optim.Muon)")
@@ -116,6 +129,10 @@ class TrainRecipe:
     init_lr_frac: float = _f(1.0, "scale every peak lr by this (nanochat master SFT: 0.8)")
     lrs_from_init: bool = _f(False, "mid/sft: take the four lrs (embedding, unembedding, matrix, scalar) from the "
                                     "init_from run's recipe.yaml (nanochat master's SFT)")
+    # --- loss terms (hf_nanogpt.loss_nanogpt.LOSS_TERMS), added to the cross-entropy and logged apart
+    z_loss_coef: float = _f(0.0, "coefficient of PaLM's z-loss, mean log(Z)^2 of the softmax (PaLM: 1e-4); 0 = off")
+    label_smoothing: float = _f(0.0, "label smoothing epsilon (as F.cross_entropy's); 0 = off")
+    loss_terms: dict = _f({}, "other terms of loss_nanogpt.LOSS_TERMS with their coefficients, e.g. {my_term: 0.01}")
     # --- LoRA (SFT through PEFT)
     lora_r: int = _f(0, "LoRA rank; 0 = full fine-tuning")
     lora_alpha: int = _f(16, "LoRA alpha")
@@ -172,8 +189,47 @@ class TrainRecipe:
         if self.lora_r < 0:
             raise ValueError(f"recipe key lora_r={self.lora_r} is invalid: expected >= 0")
         self._validate_optimizer_and_schedule()
+        self._validate_data_and_loss()
         self.check_ranges()
         check_model_config(self.model_config)
+
+    def _validate_data_and_loss(self) -> None:
+        if self.seq_len_warmup_steps < 0:
+            raise ValueError(f"recipe key seq_len_warmup_steps={self.seq_len_warmup_steps} is invalid: expected >= 0")
+        if self.seq_len_warmup_steps > 0:
+            if self.stage != "base":
+                raise ValueError(f"recipe key seq_len_warmup_steps={self.seq_len_warmup_steps} is for pretraining "
+                                 f"(stage base); stage {self.stage!r} batches whole conversations")
+            if not 8 <= self.seq_len_start <= self.max_seq_len:
+                raise ValueError(f"recipe key seq_len_start={self.seq_len_start} is invalid: expected a value in "
+                                 f"[8, max_seq_len={self.max_seq_len}]")
+            if (self.device_batch_size * self.max_seq_len) % 8:
+                raise ValueError(f"recipe keys device_batch_size x max_seq_len = {self.device_batch_size} x "
+                                 f"{self.max_seq_len} must be a multiple of 8 for the sequence-length warmup")
+        betas = self.adamw_betas
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"recipe key adamw_betas={betas!r} is invalid: expected two values in [0, 1), e.g. "
+                             "[0.9, 0.95]")
+        if self.z_loss_coef < 0:
+            raise ValueError(f"recipe key z_loss_coef={self.z_loss_coef} is invalid: expected >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"recipe key label_smoothing={self.label_smoothing} is invalid: expected a value in [0, 1)")
+        from .loss_nanogpt import LOSS_TERMS
+
+        for name, coef in self.loss_terms.items():
+            if name in ("z_loss", "label_smoothing"):
+                raise ValueError(f"recipe key loss_terms names {name!r}: set it with its own key "
+                                 f"({'z_loss_coef' if name == 'z_loss' else 'label_smoothing'})")
+            if name not in LOSS_TERMS:
+                raise ValueError(f"recipe key loss_terms names an unknown term {name!r}; terms of "
+                                 f"hf_nanogpt.loss_nanogpt.LOSS_TERMS: {', '.join(LOSS_TERMS)}")
+            if not isinstance(coef, (int, float)) or isinstance(coef, bool):
+                raise ValueError(f"recipe key loss_terms: the coefficient of {name!r} is {coef!r}; expected a number")
+
+    def loss_term_coefficients(self) -> dict[str, float]:
+        """The extra loss terms with a non-zero coefficient (what the training loop passes to the model)."""
+        terms = {"z_loss": self.z_loss_coef, "label_smoothing": self.label_smoothing, **self.loss_terms}
+        return {name: float(coef) for name, coef in terms.items() if coef}
 
     def _validate_optimizer_and_schedule(self) -> None:
         """The optimizer, clipping, Lookahead, transfer and schedule keys (hf_nanogpt/optim.py, schedules.py)."""
@@ -545,14 +601,18 @@ def derive_plan(recipe: TrainRecipe, flops_per_token: int, scaling_params: int, 
 # ----------------------------------------------------------------------------- memory, before allocation
 
 
-def training_memory_lower_bound(config, batch_size: int, seq_len: int) -> dict[str, int]:
+def training_memory_lower_bound(config, batch_size: int, seq_len: int, device="cpu",
+                                fused_loss: bool = True) -> dict[str, int]:
     """Bytes a training step needs at the very least, from the model built on the meta device (no
     memory is allocated): float32 weights, their gradients and one optimizer state each (Muon keeps
     one momentum, AdamW two), the non-persistent buffers (rotary tables grow with the context), the
-    (B, T, vocab) float32 logits of one micro-batch and one (B, T, width) float32 activation per layer.
+    float32 logits the loss holds at once and one (B, T, width) float32 activation per layer.
+    The training loop's fused loss (`fused_loss`, loss_nanogpt.py) holds one (block, vocab) block of
+    logits at a time, the plain path the (B, T, vocab) logits of the micro-batch.
     The real peak is higher; a recipe whose lower bound already exceeds the device is refused."""
     import torch
 
+    from .loss_nanogpt import chunk_rows
     from .modeling_nanogpt import NanoGPTForCausalLM
 
     with torch.device("meta"):
@@ -561,7 +621,8 @@ def training_memory_lower_bound(config, batch_size: int, seq_len: int) -> dict[s
     tokens = batch_size * seq_len
     return {"weights, gradients, optimizer": 12 * params,
             "buffers": sum(b.numel() * b.element_size() for b in model.buffers()),
-            "logits": 4 * tokens * config.vocab_size,
+            "logits": 4 * config.vocab_size * (min(tokens, chunk_rows(tokens, config.hidden_size, config.vocab_size,
+                                                                      torch.device(device))) if fused_loss else tokens),
             "activations": 4 * tokens * config.hidden_size * config.num_hidden_layers}
 
 
@@ -579,7 +640,7 @@ def device_memory_bytes(device) -> tuple[int, str]:
 def check_fits_in_memory(recipe: TrainRecipe, config, device) -> None:
     """Refuse, naming max_seq_len and device_batch_size, a recipe whose model and micro-batch cannot fit
     the device (estimated before anything is allocated: `training_memory_lower_bound`)."""
-    parts = training_memory_lower_bound(config, recipe.device_batch_size, recipe.max_seq_len)
+    parts = training_memory_lower_bound(config, recipe.device_batch_size, recipe.max_seq_len, device)
     need, (have, where) = sum(parts.values()), device_memory_bytes(device)
     if need > have:
         gib = lambda n: f"{n / 2**30:,.1f} GiB"  # noqa: E731

@@ -47,7 +47,7 @@ from .modeling_nanogpt import NanoGPTForCausalLM
 from .moe_nanogpt import moe_step
 from .optim import apply_schedule, parameter_groups_summary
 from .paths import base_dir, resolve_stage
-from .planning import build_stage_optimizer, plan_for_model
+from .planning import build_stage_optimizer, plan_for_model, row_len_at
 from .recipe import TrainingPlan, TrainRecipe, check_fits_in_memory, inherit_learning_rates, save_recipe
 from .schedules import Schedule
 from .stages import STAGES
@@ -127,19 +127,24 @@ def mixed_precision(recipe: TrainRecipe) -> str:
     return {"bfloat16": "bf16", "float16": "fp16", "float32": "no"}[recipe.dtype]
 
 
-# Dense bf16 peaks (no sparsity) of common accelerators, FLOP/s.
-_GPU_PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "4090": 165e12,
-              "3090": 71e12, "V100": 125e12}
+# Dense bf16 peaks (no sparsity) of common accelerators, FLOP/s; the first name found in the device name
+# wins, so the PCIe H100 (lower clocks) is listed before the SXM part.
+GPU_PEAKS = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "GH200": 989e12, "B200": 2250e12,
+             "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "4090": 165e12, "3090": 71e12, "V100": 125e12}
+
+
+def gpu_peak_flops(name: str) -> tuple[float, str]:
+    """(dense bf16 peak FLOP/s, description) of a GPU from its `torch.cuda.get_device_name`; nan if unknown."""
+    for key, peak in GPU_PEAKS.items():
+        if key in name:
+            return peak, f"{name}: {peak / 1e12:.0f} TFLOP/s dense bf16 (datasheet)"
+    return float("nan"), f"{name}: peak unknown, MFU not reported"
 
 
 def device_peak_flops(device: torch.device) -> tuple[float, str]:
     """(peak FLOP/s of one device, where the number comes from) for MFU."""
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in _GPU_PEAKS.items():
-            if key in name:
-                return peak, f"{name}: {peak / 1e12:.0f} TFLOP/s dense bf16 (datasheet)"
-        return float("nan"), f"{name}: peak unknown, MFU not reported"
+        return gpu_peak_flops(torch.cuda.get_device_name(device))
     # CPU: no datasheet; measure what a large float32 matmul reaches here (a ceiling in practice).
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     a @ b
@@ -161,9 +166,10 @@ def _stage_data(recipe: TrainRecipe, tokenizer, rank: int, world: int):
             raise ValueError(f"recipe key val_data is unset but train_data={recipe.train_data!r} is sliced; name "
                              "the held-out part explicitly, e.g. val_data: input.txt[90%:]")
         train = build_pretrain_loader(recipe.train_data, tokenizer, B, T, "train", rank=rank, world_size=world,
-                                      seed=recipe.seed, num_proc=recipe.num_proc)
+                                      seed=recipe.seed, num_proc=recipe.num_proc, packing=recipe.packing)
         val = build_pretrain_loader(recipe.val_data or recipe.train_data, tokenizer, B, T, "val", rank=rank,
-                                    world_size=world, seed=recipe.seed, num_proc=recipe.num_proc)
+                                    world_size=world, seed=recipe.seed, num_proc=recipe.num_proc,
+                                    packing=recipe.packing)
         return train, val, None
     from .data.sft import build_sft_loader
     from .tasks.mixture import build_mixture
@@ -401,6 +407,11 @@ def train(stage: Stage) -> dict:
     stop_at = plan.num_iterations if r.max_steps_per_run < 0 else min(plan.num_iterations,
                                                                           step + r.max_steps_per_run)
     tokens_done = 0  # real tokens processed by this run (padding excluded)
+    loss_terms = r.loss_term_coefficients()  # extra terms of loss_nanogpt.LOSS_TERMS, logged apart
+    curriculum = r.seq_len_warmup_steps > 0
+    flops_per_token = {r.max_seq_len: plan.flops_per_token}  # by row length (attention depends on it)
+    base_model = acc.unwrap_model(model)
+    base_model = base_model.get_base_model() if hasattr(base_model, "get_base_model") else base_model
     # In a log file (not a terminal) redraw the bar every 30 s instead of at every step.
     bar = tqdm(total=plan.num_iterations, initial=step, disable=not acc.is_main_process, desc=r.stage,
                dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
@@ -425,6 +436,9 @@ def train(stage: Stage) -> dict:
             timer = time.perf_counter()
 
         # ---- one optimizer step over grad_accum_steps micro-batches
+        row_len = row_len_at(r, step) if curriculum else r.max_seq_len
+        if curriculum:  # shorter rows, more of them: the same tokens per micro-batch
+            stage.train_loader.set_row_len(row_len)
         micro = [next(data) for _ in range(plan.grad_accum_steps)]
         # global supervised targets and real (non-padding) tokens of this step, in one collective
         counts = torch.stack([sum((b["shift_labels"] != -100).sum() for b in micro),
@@ -432,17 +446,21 @@ def train(stage: Stage) -> dict:
                                   b["input_ids"].numel()) for b in micro)]).to(acc.device)
         n_items, step_tokens = all_reduce_sum(counts).unbind()
         n_items = n_items.clamp(min=1)
-        loss_sum = torch.zeros((), device=acc.device)
+        # [loss, ce, *terms] summed over micro-batches (each already divided by the global count)
+        sums = torch.zeros(2 + len(loss_terms), device=acc.device)
         for i, batch in enumerate(micro):
             sync = acc.no_sync(model) if i < len(micro) - 1 else contextlib.nullcontext()
             with sync:
                 with acc.autocast():
-                    out = model(**_model_inputs(batch, acc.device), num_items_in_batch=n_items)
+                    # skip_logits: the fused head + softcap + loss of loss_nanogpt.py, no (B, T, V) logits
+                    out = model(**_model_inputs(batch, acc.device), num_items_in_batch=n_items, skip_logits=True,
+                                loss_terms=loss_terms or None)
                 # out.loss = this micro-batch's summed loss / global count; DDP averages over processes
                 acc.backward(out.loss * acc.num_processes)
-            loss_sum += out.loss.detach()
-            del out  # release the (B, T, V) logits before the next micro-batch's forward
-        loss = all_reduce_sum(loss_sum).item()
+            sums += torch.stack([out.loss.detach(), *(out.loss_terms[k] for k in ("ce", *loss_terms))]).float()
+            del out
+        sums = all_reduce_sum(sums).tolist()
+        loss, parts = sums[0], dict(zip(("ce", *loss_terms), sums[1:]))
         if not math.isfinite(loss):
             opt.zero_grad(set_to_none=True)
             skipped += 1
@@ -477,16 +495,27 @@ def train(stage: Stage) -> dict:
         train_time += elapsed
         tokens_done += int(step_tokens)
         tok_s = int(step_tokens) / max(elapsed, 1e-9)
-        mfu = plan.flops_per_token * tok_s / (stage.peak_flops * acc.num_processes)
+        if row_len not in flops_per_token:
+            flops_per_token[row_len] = base_model.flops_per_token(row_len)
+        mfu = flops_per_token[row_len] * tok_s / (stage.peak_flops * acc.num_processes)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)  # drawn at tqdm's own pace
         if step % r.log_every == 0 or step == plan.num_iterations:
-            log(dict(step=step, loss=loss, lr_mult=lr_mult, muon_momentum=at["momentum"],
-                     muon_weight_decay=at["weight_decay"], **clip, tokens_per_s=tok_s,
-                     mfu=mfu if math.isfinite(mfu) else None, time_s=train_time, **moe))
+            row = dict(step=step, loss=loss, lr_mult=lr_mult, muon_momentum=at["momentum"],
+                       muon_weight_decay=at["weight_decay"], **clip, tokens_per_s=tok_s,
+                       mfu=mfu if math.isfinite(mfu) else None, time_s=train_time, **moe)
+            if loss_terms:  # each part's share of the loss: ce + terms == loss
+                row |= {f"loss_{k}": v for k, v in parts.items()}
+            if curriculum:
+                row["seq_len"] = row_len
+            log(row)
         if due(r.save_every) and step < plan.num_iterations and not r.dry_run:
             _save(stage, step, history)
     bar.close()
+    data_stats = stage.train_loader.stats
+    if acc.is_main_process and "cropped_fraction" in data_stats:
+        logger.info("train data: %s packing, %.1f%% of the tokens read were cropped, %d rows in epoch %d",
+                    data_stats["packing"], 100 * data_stats["cropped_fraction"], data_stats["rows"], data_stats["epoch"])
     finished = step >= plan.num_iterations
     if finished:
         _evaluate(stage, step, history, log)
@@ -494,7 +523,7 @@ def train(stage: Stage) -> dict:
             _core(stage, step, history, log)
     elif not r.dry_run:  # stopped early on purpose (max_steps_per_run): leave a resumable checkpoint
         _save(stage, step, history)
-    return dict(step=step, finished=finished, loss=last_loss, train_time_s=train_time,
+    return dict(step=step, finished=finished, loss=last_loss, train_time_s=train_time, data=data_stats,
                 tokens_per_s=(tokens_done / train_time) if train_time else None,
                 val_bpb=history["val_bpb"][-1][1] if history["val_bpb"] else None,
                 min_val_bpb=min((v for _, v in history["val_bpb"]), default=None), history=history)
@@ -570,7 +599,8 @@ def finalize(stage: Stage, summary: dict) -> Path | None:
                        "train_time_s": summary["train_time_s"], "flops_per_token": stage.plan.flops_per_token,
                        "depth": model.config.num_hidden_layers, "width": model.config.hidden_size,
                        "world_size": acc.num_processes, "peak_flops": stage.peak_flops_source,
-                       "lora_r": r.lora_r})
+                       "lora_r": r.lora_r}
+                      | {k: summary["data"][k] for k in ("packing", "cropped_fraction") if k in summary["data"]})
     acc.wait_for_everyone()
     return stage.output_dir
 

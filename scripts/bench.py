@@ -7,6 +7,7 @@ here are noisy, ratios from one run are comparable.
     python scripts/bench.py data        # tokenize-and-pack throughput, cropped fraction, packer vs linear scan
     python scripts/bench.py train       # training step vs transformers' LlamaForCausalLM + AdamW
     python scripts/bench.py arch        # dense vs MoE vs Mamba-2 hybrid trained side by side (bpb, tok/s, memory)
+    python scripts/bench.py quality     # shakespeare-char-cpu vs nanoGPT's CPU recipe: bpb and wall time
     python scripts/bench.py generate    # engine vs model.generate() vs LlamaForCausalLM
     python scripts/bench.py server      # /health latency idle vs while maximal requests are processed
     python scripts/bench.py all         # all of the above
@@ -19,7 +20,7 @@ import sys
 
 from hf_nanogpt.cli import run_script
 
-BENCHMARKS = ("tokenizer", "data", "train", "arch", "generate", "server")
+BENCHMARKS = ("tokenizer", "data", "train", "arch", "generate", "server", "quality")
 
 
 def main(argv: list[str] | None = None) -> None:

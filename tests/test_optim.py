@@ -197,6 +197,36 @@ def test_cautious_weight_decay_only_where_update_and_weight_agree():
     assert p[0, 0].item() < 0.95 and p[0, 1].item() == pytest.approx(-1.0, abs=1e-6)
 
 
+def test_nanogpt_optimizer_is_adamw_everywhere_with_decay_on_2d_tensors():
+    """optimizer=adamw (nanoGPT's configure_optimizers): one AdamW rule at the recipe betas and torch's eps,
+    weight decay on every 2-D tensor (matrices, embeddings) and none on the vectors; a step equals
+    torch.optim.AdamW over the same two decay groups."""
+    def gpt2():
+        torch.manual_seed(0)
+        return NanoGPTForCausalLM(NanoGPTConfig.gpt2(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                                     num_attention_heads=2, max_position_embeddings=32))
+
+    model = gpt2()
+    opt = build_optimizer(model, matrix_optimizer="adamw", matrix_lr=1e-3, embedding_lr=1e-3 * (32 / 768) ** 0.5,
+                          scalar_lr=0.1, weight_decay=0.1, adamw_betas=(0.9, 0.99))
+    for g in opt.param_groups:
+        assert g["kind"] == "adamw" and g["betas"] == (0.9, 0.99) and g["eps"] == 1e-8, g["name"]
+        assert g["lr"] == pytest.approx(1e-3), g["name"]
+        assert g["weight_decay"] == (0.1 if all(p.ndim >= 2 for p in g["params"]) else 0.0), g["name"]
+    assert {g["name"] for g in opt.param_groups if g["weight_decay"]} >= {"matrix", "embedding"}
+    twin = gpt2()
+    decay = [p for p in twin.parameters() if p.ndim >= 2]
+    ref = torch.optim.AdamW([dict(params=decay, weight_decay=0.1),
+                             dict(params=[p for p in twin.parameters() if p.ndim < 2], weight_decay=0.0)],
+                            lr=1e-3, betas=(0.9, 0.99), eps=1e-8)
+    x = torch.randint(0, 64, (2, 17))
+    for m, o in ((model, opt), (twin, ref)):
+        m(input_ids=x[:, :-1], shift_labels=x[:, 1:], use_cache=False).loss.backward()
+        o.step()
+    for (n, a), b in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=n)
+
+
 def test_adamw_step_matches_torch_adamw():
     torch.manual_seed(0)
     ours_p = [torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(3, 4))]

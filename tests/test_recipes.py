@@ -30,7 +30,8 @@ class _Vocab:
 def test_recipe_folder_holds_the_documented_recipes():
     names = {p.stem for p in RECIPES}
     assert {"tiny", "tiny-mid", "tiny-sft", "d12", "d20", "d24", "d26", "d32", "gpt2-124m", "shakespeare-char",
-            "d20-mid", "d20-sft", "tiny-moe", "tiny-hybrid", "d20-moe"} <= names
+            "shakespeare-char-cpu", "shakespeare-char-cpu-nanogpt", "d20-mid", "d20-sft", "tiny-moe", "tiny-hybrid",
+            "d20-moe"} <= names
     assert {p.stem for p in LAUNCH_CONFIGS} >= {"single_gpu", "ddp_8gpu", "fsdp2_8gpu", "multinode_2x8"}
 
 
@@ -41,7 +42,7 @@ def test_every_recipe_loads_and_validates(path):
         config = build_model_config(recipe, _Vocab())
         with torch.device("meta"):
             model = NanoGPTForCausalLM(config)
-        world = 1 if path.stem.startswith("tiny") or path.stem == "shakespeare-char" else 8
+        world = 1 if path.stem.startswith(("tiny", "shakespeare-char")) else 8
         plan = plan_for_model(recipe, model, world_size=world)
         assert plan.num_iterations > 0 and plan.grad_accum_steps >= 1
         if path.stem == "d20":  # nanochat's d20: width 1280, 10 heads
@@ -56,6 +57,9 @@ def test_every_recipe_loads_and_validates(path):
             assert (config.num_experts, config.moe_intermediate_size % 128, config.moe_balancing) == (8, 0, "bias")
         if path.stem == "tiny-hybrid":  # attention every 4th layer
             assert config.layer_types == ["linear_attention"] * 3 + ["full_attention"]
+        if path.stem == "shakespeare-char-cpu-nanogpt":  # nanoGPT's CPU run: 4 x 128, 2000 steps of 12 x 64
+            assert recipe.optimizer == "adamw" and recipe.packing == "stream" and plan.total_tokens == 2000 * 768
+            assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (4, 128, 4)
     else:
         assert recipe.mixture and recipe.init_from
 
@@ -236,6 +240,12 @@ def test_a_model_that_cannot_fit_is_refused_before_allocation():
     small = parse_recipe(["--max_seq_len=256", "--depth=2", "--head_dim=64", "--device_batch_size=2"])
     config = build_model_config(small, _Vocab())
     check_fits_in_memory(small, config, "cpu")
-    bound = training_memory_lower_bound(config, 2, 256)
+    bound = training_memory_lower_bound(config, 2, 256, fused_loss=False)
     params = NanoGPTForCausalLM(config).num_parameters()
     assert bound["weights, gradients, optimizer"] == 12 * params and bound["logits"] == 4 * 2 * 256 * config.vocab_size
+    # the loop's fused loss holds one (block, V) float32 block of logits, not the micro-batch's (B, T, V)
+    from hf_nanogpt.loss_nanogpt import chunk_rows
+
+    fused = training_memory_lower_bound(config, 32, 2048)
+    block = min(32 * 2048, chunk_rows(32 * 2048, config.hidden_size, config.vocab_size, torch.device("cpu")))
+    assert fused["logits"] == 4 * block * config.vocab_size < 4 * 32 * 2048 * config.vocab_size

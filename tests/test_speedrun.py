@@ -41,6 +41,9 @@ def test_quick_speedrun_produces_loadable_stages_and_a_report(tmp_path):
     assert "GENERATED True" in check.stdout, check.stderr[-2000:]
     sections = {p.stem: json.loads(p.read_text())["data"] for p in (out / "report").glob("*.json")}
     assert {"base-train", "base-eval", "mid-train", "chat-eval-mid", "sft-train", "chat-eval-sft"} <= set(sections)
+    # the report card says how pretraining packed its rows and what it threw away (nothing, by default)
+    assert sections["base-train"]["packing"] == "continue" and sections["base-train"]["cropped_fraction"] == 0
+    assert "- cropped_fraction: 0" in report
     # the README's example: tight and spaced, the question reaches the calculator and the answer is 408
     for question in ("What is 12*34?", "What is 12 * 34?"):
         cli = subprocess.run([sys.executable, str(REPO / "scripts" / "chat_cli.py"), "-i", str(out / "sft"),

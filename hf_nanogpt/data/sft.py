@@ -38,7 +38,7 @@ import hashlib
 import numpy as np
 import torch
 
-from .packing import BestFitPacker
+from .packing import BestFitPacker, Piece
 from .pretrain import TokenizedDocs, tokenizer_fingerprint
 
 RENDER_VERSION = "render-v1"  # part of the rendered cache key
@@ -131,7 +131,7 @@ class SFTLoader:
     def _start_epoch(self, epoch: int) -> None:
         self.epoch, self.cursor = epoch, 0
         self._epoch_order = self._order(epoch)
-        self.packer = BestFitPacker(self.seq_len + 1, self._next_doc, self.buffer_size, crop=False)
+        self.packer = BestFitPacker(self.seq_len + 1, self._next_doc, self.buffer_size, mode="pad")
 
     def _next_doc(self):
         if self.cursor == len(self._epoch_order):
@@ -144,7 +144,7 @@ class SFTLoader:
         if self.mode == "pack":
             return self.packer.next_row()
         doc = self._next_doc()
-        return None if doc is None else [doc]
+        return None if doc is None else [Piece(doc[0], 0, doc[1])]
 
     def _next_rows(self) -> list | None:
         """This rank's rows of the next micro-batch (moving on to the next epoch), or None at the end."""
@@ -171,14 +171,14 @@ class SFTLoader:
                 i = next(order, None)
                 return None if i is None else (i, int(self.ids.lengths[i]))
 
-            packer = BestFitPacker(self.seq_len + 1, next_doc, self.buffer_size, crop=False)
+            packer = BestFitPacker(self.seq_len + 1, next_doc, self.buffer_size, mode="pad")
             rows = sum(1 for _ in packer.rows())
         full, rest = divmod(rows, self.world_size * self.batch_size)
         return full + (1 if rest // self.world_size else 0)
 
     def _batch(self, rows) -> dict:
-        ids = [np.concatenate([self.ids.tokens(k)[:t] for k, t in row]) for row in rows]
-        masks = [np.concatenate([self.masks.tokens(k)[:t] for k, t in row]) for row in rows]
+        ids = [np.concatenate([self.ids.tokens(p.key)[:p.take] for p in row]) for row in rows]  # pieces start at 0
+        masks = [np.concatenate([self.masks.tokens(p.key)[:p.take] for p in row]) for row in rows]
         width = self.seq_len if self.mode == "pack" else max(len(x) for x in ids) - 1  # L
         input_ids = np.full((len(rows), width + 1), self.pad_id, dtype=np.int64)
         supervised = np.zeros((len(rows), width + 1), dtype=bool)

@@ -1,0 +1,257 @@
+"""The causal-LM loss of NanoGPT: cross-entropy on (soft-capped, vocabulary-cropped) logits plus optional
+extra terms, computed one of two ways with the same result.
+
+- `causal_lm_loss(logits, targets, ...)`: the plain path, on logits the LM head already produced
+  (B, T, V); autograd does the backward. Used whenever the caller wants the logits.
+- `fused_causal_lm_loss(hidden, weight, targets, ...)`: the LM head matmul, the softcap, the crop to the
+  real vocabulary, the cross-entropy and the extra terms, chunk by chunk over the (B*T) positions, with
+  the gradients of `hidden` and `weight` computed in the same pass (as Liger-Kernel's fused linear
+  cross-entropy does). No float32 logits of the whole batch ever exist: memory is one (chunk, V) block
+  instead of several (B, T, V) tensors, and the elementwise passes run over cache-sized blocks.
+
+Both paths compute, for each counted target (targets of -100 are ignored),
+
+    s    = c * tanh(z / c)                (z = h @ W[:V].T, the first V rows; no cap when c is None)
+    lse  = logsumexp(s)
+    nll  = lse - s[y]
+    loss = sum over targets of (nll + sum_k coef_k * term_k(s, lse, y)) / num_items
+
+where `num_items` defaults to the number of counted targets (a mean); the training loop passes the
+global count so gradient accumulation is exact. The returned `terms` hold each part's share of `loss`
+(`ce`, then one entry per extra term), detached, so they sum to the loss and can be logged apart.
+
+Extra terms live in one table, `LOSS_TERMS`: name -> function(s, lse, targets) returning one value per
+position (N,), differentiable in `s` and `lse`. Adding a term means adding one entry there; both paths
+apply it (the fused one takes its gradient by autograd on each (chunk, V) block) and the loop logs it.
+Built in:
+
+- `z_loss`: lse^2, PaLM's auxiliary loss that keeps the log-partition near 0 (arXiv:2204.02311, sec. 5;
+  PaLM uses coefficient 1e-4);
+- `label_smoothing`: s[y] - mean_v(s), which with coefficient eps turns the loss into
+  (1 - eps) * nll + eps * mean_v(-log p_v), exactly `F.cross_entropy(..., label_smoothing=eps)`
+  (Szegedy et al. 2016, arXiv:1512.00567).
+
+This file travels as remote code next to saved checkpoints (the modeling file imports it with a
+single-dot relative import), so it imports only torch.
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def _z_loss(s: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return lse.square()
+
+
+def _label_smoothing(s: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    # (1 - eps) * nll + eps * (lse - mean(s)) == nll + eps * (s[y] - mean(s))
+    return s.gather(1, targets[:, None])[:, 0] - s.mean(dim=-1)
+
+
+# name -> per-position value (N,) from capped logits s (N, V) float32, lse (N,) and targets (N,)
+LOSS_TERMS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "z_loss": _z_loss,
+    "label_smoothing": _label_smoothing,
+}
+
+
+def active_terms(terms: dict[str, float] | None) -> dict[str, float]:
+    """The terms with a non-zero coefficient; an unknown name raises with the known ones."""
+    active = {}
+    for name, coef in (terms or {}).items():
+        if name not in LOSS_TERMS:
+            raise ValueError(f"unknown loss term {name!r}; known terms: {', '.join(LOSS_TERMS)}")
+        if coef:
+            active[name] = float(coef)
+    return active
+
+
+def shift_targets(labels: torch.Tensor) -> torch.Tensor:
+    """Hugging Face `labels` (aligned with input_ids) -> next-token targets: (B, T) -> (B, T), last = -100."""
+    return F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
+
+
+def _count(num_items, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The loss's divisor as a 0-d tensor of the loss dtype: `num_items`, or the number of counted targets
+    (0 when none: the mean is then NaN, as `F.cross_entropy`'s and transformers' `ForCausalLMLoss`)."""
+    if num_items is None:
+        return mask.sum().to(dtype)
+    if torch.is_tensor(num_items):
+        return num_items.to(device=mask.device, dtype=dtype)
+    return torch.tensor(float(num_items), device=mask.device, dtype=dtype)
+
+
+def _term_values(s, lse, y, mask, terms: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Each term's coefficient x value, summed over the counted positions (scalars)."""
+    return {name: coef * (LOSS_TERMS[name](s, lse, y) * mask).sum() for name, coef in terms.items()}
+
+
+# ----------------------------------------------------------------------------- the plain path
+def causal_lm_loss(logits: torch.Tensor, targets: torch.Tensor, num_items=None, terms: dict[str, float] | None = None,
+                   vocab_size: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(loss, parts) from logits (..., V') already soft-capped and targets (...) (-100 = ignored).
+
+    `vocab_size` crops the logits to the real vocabulary first (V' may be padded); `terms` maps names
+    of `LOSS_TERMS` to coefficients. Without extra terms this is `F.cross_entropy(reduction="sum") /
+    num_items`, the computation of transformers' `ForCausalLMLoss`.
+    """
+    V = vocab_size or logits.shape[-1]
+    s = logits[..., :V].reshape(-1, V)
+    s = s.to(torch.promote_types(s.dtype, torch.float32))  # (N, V), at least float32
+    y = targets.reshape(-1).to(s.device)
+    mask = y != IGNORE_INDEX
+    n = _count(num_items, mask, s.dtype)
+    terms = active_terms(terms)
+    if not terms:
+        loss = F.cross_entropy(s, y, ignore_index=IGNORE_INDEX, reduction="sum") / n
+        return loss, {"ce": loss.detach()}
+    y0 = torch.where(mask, y, 0)
+    lse = torch.logsumexp(s, dim=-1)  # (N,)
+    ce = ((lse - s.gather(1, y0[:, None])[:, 0]) * mask).sum() / n
+    extra = {name: value / n for name, value in _term_values(s, lse, y0, mask, terms).items()}
+    loss = ce + sum(extra.values())
+    return loss, {"ce": ce.detach(), **{k: v.detach() for k, v in extra.items()}}
+
+
+# ----------------------------------------------------------------------------- the fused path
+def chunk_rows(rows: int, width: int, vocab: int, device: torch.device) -> int:
+    """Positions per block. CPU: about 2^21 float32 logits (8 MiB, the size that measured fastest at
+    vocab 8192 on the 2-core build machine: blocks that fit the last-level cache, matmuls still large).
+    GPU: blocks whose logits are about as large as the hidden states (Liger-Kernel's rule), so a few
+    large matmuls cover the batch."""
+    if device.type == "cpu":
+        return max(16, (1 << 21) // max(vocab, 1))
+    blocks = -(-vocab // width)  # ceil(V / d)
+    return max(16, 1 << max(0, (-(-rows // blocks) - 1).bit_length()))  # next power of two of rows / blocks
+
+
+def _block(h, w, y, mask, softcap, terms, want_grad, scale):
+    """One block of positions: h (n, d), w (V, d) -> (ce sum, term sums, grad of z (n, V) scaled, or None).
+
+    The gradient of the cross-entropy through the softcap is written out, in place, in about ten passes
+    over the (n, V) block (autograd would keep a graph of several (n, V) tensors); extra terms go
+    through autograd on the block.
+    """
+    z = h @ w.t()  # (n, V); under autocast the matmul runs in bf16 and is upcast next
+    z = z.to(torch.promote_types(z.dtype, torch.float32))
+    if softcap is not None:
+        t = z.div_(softcap).tanh_()  # tanh(z / c) in place of z, kept for the derivative 1 - t^2
+        s = t * softcap  # (n, V) capped logits
+    else:
+        t, s = None, z
+    y0 = torch.where(mask, y, 0)
+    s_y = s.gather(1, y0[:, None])[:, 0]  # (n,) target logits
+    g_extra, sums = None, {}
+    if terms:
+        with torch.enable_grad():
+            s_leaf = s.detach().requires_grad_(want_grad)
+            values = _term_values(s_leaf, torch.logsumexp(s_leaf, dim=-1), y0, mask, terms)
+            if want_grad:
+                g_extra = torch.autograd.grad(sum(values.values()), s_leaf)[0].mul_(scale)
+        sums = {k: v.detach() for k, v in values.items()}
+    m = s.amax(dim=-1, keepdim=True)  # (n, 1)
+    p = s.sub_(m).exp_()  # unnormalised softmax, in place of s
+    total = p.sum(dim=-1)  # (n,)
+    lse = m[:, 0] + total.log()
+    ce = ((lse - s_y) * mask).sum()
+    if not want_grad:
+        return ce, sums, None
+    # d nll / d s = softmax - onehot(y), times mask / n per row, in two passes over the block
+    row = mask * scale
+    g = p.mul_((row / total)[:, None])
+    g[torch.arange(len(y0), device=g.device), y0] -= row
+    if g_extra is not None:
+        g.add_(g_extra)
+    if t is not None:  # d s / d z = 1 - t^2: g - g * t^2
+        g.addcmul_(g, t.mul_(t), value=-1.0)
+    return ce, sums, g
+
+
+def _matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype autograd's backward matmuls would use: autocast's (bf16) when it is on, else the inputs'."""
+    if torch.is_autocast_enabled(hidden.device.type):
+        return torch.get_autocast_dtype(hidden.device.type)
+    return torch.promote_types(hidden.dtype, weight.dtype)
+
+
+class _FusedLinearLoss(torch.autograd.Function):
+    """(loss, ce, *terms) of hidden @ weight.T; the gradients are computed in forward, scaled in backward."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, n, softcap, vocab_size, terms, chunk):
+        # hidden (N, d), weight (V', d), targets (N,), n: the divisor (0-d float tensor)
+        w = weight[:vocab_size]
+        cdtype = _matmul_dtype(hidden, weight)
+        w_c = w.to(cdtype)
+        mask = targets != IGNORE_INDEX
+        grad_h = torch.empty_like(hidden)
+        # float32 (at least) accumulation over blocks; rows >= vocab_size get no gradient
+        grad_w = torch.zeros(weight.shape, dtype=torch.promote_types(weight.dtype, torch.float32),
+                             device=weight.device)
+        ce = hidden.new_zeros((), dtype=grad_w.dtype)
+        sums = {name: ce.clone() for name in terms}
+        for i in range(0, hidden.shape[0], chunk):
+            h, y = hidden[i:i + chunk], targets[i:i + chunk]
+            part, term_sums, g = _block(h, w, y, mask[i:i + chunk], softcap, terms, True, 1.0 / n)
+            ce += part
+            for k, v in term_sums.items():
+                sums[k] += v
+            g, h = g.to(cdtype), h.to(cdtype)
+            with torch.autocast(hidden.device.type, enabled=False):  # dtypes are explicit here
+                if grad_h.dtype == cdtype:
+                    torch.mm(g, w_c, out=grad_h[i:i + chunk])  # (n, d), written in place
+                else:
+                    grad_h[i:i + chunk] = torch.mm(g, w_c)
+                if grad_w.dtype == cdtype:
+                    grad_w[:vocab_size].addmm_(g.t(), h)  # (V, d) += (V, n) @ (n, d)
+                else:
+                    grad_w[:vocab_size] += torch.mm(g.t(), h)
+        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        parts = [ce / n, *(sums[k] / n for k in terms)]
+        ctx.mark_non_differentiable(*parts)
+        return (sum(parts), *parts)
+
+    @staticmethod
+    def backward(ctx, grad_loss, *unused):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_loss, grad_w * grad_loss, None, None, None, None, None, None
+
+
+@torch.compiler.disable  # a Python loop over blocks with autograd inside: keep it out of compiled graphs
+def fused_causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, num_items=None,
+                         terms: dict[str, float] | None = None, softcap: float | None = None,
+                         vocab_size: int | None = None, chunk_size: int | None = None
+                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(loss, parts) of `hidden` (..., d) through the LM head `weight` (V', d), without keeping logits.
+
+    Same value as `causal_lm_loss(softcap(hidden @ weight.T), targets, ...)`; when gradients are
+    enabled, those of `hidden` and `weight` are exact up to float rounding (tested against the plain
+    path). `vocab_size` crops the head to its first V rows before the softcap (a vocabulary padded to a
+    multiple of 64 keeps its unused rows out of the softmax); `chunk_size` is positions per block.
+    """
+    d = hidden.shape[-1]
+    h = hidden.reshape(-1, d)
+    y = targets.reshape(-1).to(h.device)
+    if h.shape[0] != y.shape[0]:
+        raise ValueError(f"fused loss: {h.shape[0]} positions of hidden states but {y.shape[0]} targets")
+    V = vocab_size or weight.shape[0]
+    terms = active_terms(terms)
+    chunk = chunk_size or chunk_rows(h.shape[0], d, V, h.device)
+    mask = y != IGNORE_INDEX
+    n = _count(num_items, mask, torch.promote_types(h.dtype, torch.float32))
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        loss, *parts = _FusedLinearLoss.apply(h, weight, y, n, softcap, V, terms, chunk)
+        return loss, dict(zip(("ce", *terms), parts))
+    w = weight[:V]
+    ce, sums = h.new_zeros((), dtype=torch.promote_types(h.dtype, torch.float32)), {name: 0.0 for name in terms}
+    for i in range(0, h.shape[0], chunk):
+        part, term_sums, _ = _block(h[i:i + chunk], w, y[i:i + chunk], mask[i:i + chunk], softcap, terms, False, 1.0)
+        ce += part
+        for k, v in term_sums.items():
+            sums[k] = sums[k] + v
+    parts = {"ce": ce / n, **{k: v / n for k, v in sums.items()}}
+    return sum(parts.values()), parts
