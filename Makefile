@@ -62,7 +62,8 @@ test-compat: install
 	  --target .compat/$(COMPAT_TRANSFORMERS) "transformers==$(COMPAT_TRANSFORMERS)" "huggingface_hub>=1.5,<2"
 	PYTHONPATH=.compat/$(COMPAT_TRANSFORMERS) $(PY) -m pytest -q -p no:cacheprovider \
 	  tests/test_modeling_nanogpt.py tests/test_configuration_nanogpt.py tests/test_compat_nanogpt.py \
-	  tests/test_cache_nanogpt.py tests/test_convert_nanochat.py tests/test_engine.py
+	  tests/test_cache_nanogpt.py tests/test_convert_nanochat.py tests/test_engine.py \
+	  tests/test_loss_nanogpt.py tests/test_moe_nanogpt.py tests/test_mamba_nanogpt.py
 
 # transformers' own common model tests (ModelTesterMixin) for the installed release: its sdist is fetched
 # from PyPI into .hf_tests/ (see tests/hf_common/fetch.py). Our pytest options (strict markers) are not
