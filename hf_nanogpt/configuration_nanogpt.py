@@ -217,6 +217,10 @@ class NanoGPTConfig(PreTrainedConfig):
             self.mlp_layer_types = [("moe" if self.num_experts else "dense")] * self.num_hidden_layers
         if self.moe_intermediate_size is None and self.num_experts:
             self.moe_intermediate_size = self.intermediate_size // (self.num_experts_per_tok + self.num_shared_experts)
+        if "moe" not in self.mlp_layer_types:
+            # A dense model has no router loss: trainers that read the coefficient (TRL's SFTTrainer enables an
+            # auxiliary loss when it is non-zero and `output_router_logits` exists) must see 0.
+            self.router_aux_loss_coef = 0.0
         # Not serialised (transformers drops it from config.json); re-derived on every load.
         dense = "dense" in self.mlp_layer_types  # MoE experts are 3-D parameters: no per-module TP entry
         self.base_model_tp_plan = {k: v for k, v in type(self).base_model_tp_plan.items()
