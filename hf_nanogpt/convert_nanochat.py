@@ -131,7 +131,7 @@ def nanochat_config(model_config: dict, state: dict, **config_overrides) -> Nano
     if missing:
         raise ValueError(f"nanochat model_config lacks {missing}")
     fields = {ours: model_config[theirs] for theirs, ours in _META_FIELDS.items()}
-    n_layer, d = fields["num_hidden_layers"], fields["hidden_size"]
+    d = fields["hidden_size"]
     if "transformer.wte.weight" not in state:
         raise ValueError("nanochat state dict has no transformer.wte.weight: not a nanochat GPT")
     rows, vocab = state["transformer.wte.weight"].shape[0], fields["vocab_size"]

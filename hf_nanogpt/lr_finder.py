@@ -15,8 +15,6 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from .clipping import clip_gradients
 from .optim import apply_schedule
 

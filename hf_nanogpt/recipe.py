@@ -5,7 +5,7 @@
 Unknown keys and values of the wrong type fail before anything runs, with the file, the key, the
 expected type and the list of valid keys. Values that follow from others (model width from depth,
 gradient accumulation from the total batch size, the number of steps from the training horizon)
-are derived in one place, `derive_plan()`, logged, and the resolved recipe is written next to
+are derived in one place, `hf_nanogpt.planning.derive_plan()`, logged, and the resolved recipe is written next to
 the checkpoints (`recipe.yaml`).
 
 Training horizon precedence (first one set wins): `num_iterations` > `target_flops` >
@@ -18,7 +18,6 @@ decay are transferred from nanochat's d12 reference (`derive_plan`).
 import argparse
 import dataclasses
 import json
-import math
 import os
 import types
 import typing
@@ -30,7 +29,7 @@ import yaml
 
 from .stages import LEGACY_STAGE_NAMES, STAGES, stage_info
 
-_UNSET = -1
+UNSET = -1  # "not set" for numeric recipe keys
 # Keys of earlier releases, named in the error a recipe that still uses them gets.
 RENAMED_KEYS = {
     "warmup_ratio": "replaced by warmup_steps, a number of steps as in nanochat master",
@@ -64,15 +63,15 @@ class TrainRecipe:
     aspect_ratio: int = _f(64, "model width per layer of depth (nanochat: 64)")
     head_dim: int = _f(128, "width of one attention head")
     max_seq_len: int = _f(2048, "context length in tokens")
-    n_kv_head: int = _f(_UNSET, "key/value heads for grouped-query attention; -1 = as many as query heads")
+    n_kv_head: int = _f(UNSET, "key/value heads for grouped-query attention; -1 = as many as query heads")
     window_pattern: str | None = _f(None, "layer pattern such as SSSL or MMML (S = window, L = full, M = Mamba-2); "
                                           "None = the preset's (nanochat: SSSL)")
-    sliding_window: int = _f(_UNSET, "window of the S layers in tokens, the current one included; -1 = the "
+    sliding_window: int = _f(UNSET, "window of the S layers in tokens, the current one included; -1 = the "
                                      "preset's rule (nanochat: ceil(T/4/128)*128 + 1)")
     model_preset: Literal["nanochat", "nanochat_jan2026", "gpt2"] = _f(
         "nanochat", "architecture family: nanochat master, its January-2026 layout, or nanoGPT's GPT-2")
     model_config: dict = _f({}, "extra NanoGPTConfig fields, e.g. {dropout: 0.1} (JSON on the command line)")
-    vocab_size: int = _f(_UNSET, "tokens of the tokenizer the recipe expects (checked at start; lets --plan_only "
+    vocab_size: int = _f(UNSET, "tokens of the tokenizer the recipe expects (checked at start; lets --plan_only "
                                  "size the model without it); -1 = whatever the tokenizer has")
     # --- data
     train_data: str = _f("stdlib", "training corpus (pretrain) -- see hf_nanogpt.data.corpus for the syntax")
@@ -89,10 +88,10 @@ class TrainRecipe:
     num_proc: int | None = _f(None, "processes for tokenization (datasets.map num_proc)")
     # --- batch sizes
     device_batch_size: int = _f(32, "sequences per device per micro-step")
-    total_batch_size: int = _f(_UNSET, "tokens per optimizer step; -1 = nanochat's Power Lines batch with "
+    total_batch_size: int = _f(UNSET, "tokens per optimizer step; -1 = nanochat's Power Lines batch with "
                                        "hyperparameter_transfer=nanochat, else device_batch_size * max_seq_len * world")
     # --- training horizon (precedence: num_iterations > target_flops > target_param_data_ratio)
-    num_iterations: int = _f(_UNSET, "optimizer steps; -1 = derive from target_flops or target_param_data_ratio")
+    num_iterations: int = _f(UNSET, "optimizer steps; -1 = derive from target_flops or target_param_data_ratio")
     target_flops: float = _f(-1.0, "train for this many FLOPs; -1 = unused")
     target_param_data_ratio: float = _f(12.0, "tokens per scaling parameter (block matrices + LM head; nanochat "
                                               "master: 12, Chinchilla ~20); -1 = unused")
@@ -168,83 +167,28 @@ class TrainRecipe:
     tracker: Literal["none", "wandb", "tensorboard"] = _f("none", "experiment tracker through accelerate")
     nan_policy: Literal["stop", "skip"] = _f(
         "stop", "non-finite loss: stop (keep the last good checkpoint) or skip the step (stop after 10 in a row)")
-    max_steps_per_run: int = _f(_UNSET, "stop after this many steps in this process (for tests / preemption)")
+    max_steps_per_run: int = _f(UNSET, "stop after this many steps in this process (for tests / preemption)")
 
     def validate(self) -> None:
-        """Raise `ValueError` naming the key for values that no derivation can fix."""
-        positive = ("depth", "aspect_ratio", "head_dim", "max_seq_len", "device_batch_size", "log_every")
-        for key in positive:
-            if getattr(self, key) <= 0:
-                raise ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected a positive integer")
-        for key in ("embedding_lr", "unembedding_lr", "matrix_lr", "scalar_lr", "lora_lr", "init_lr_frac"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected >= 0")
-        for key in ("warmdown_ratio", "final_lr_frac"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected a value in [0, 1]")
+        """Raise `ValueError` naming the key for values that no derivation can fix: each key's range
+        (`RANGES`), then the rules that tie keys together."""
+        for keys, ok, expected in RANGES:
+            for key in keys:
+                if not ok(getattr(self, key)):
+                    raise ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected {expected}")
+        self._check_consistency()
+        check_model_config(self.model_config)
+
+    def _check_consistency(self) -> None:
+        """Rules across keys: stages, the step schedule, the transfer, the curriculum, the loss terms."""
         if self.stage != "base" and not self.mixture:
             raise ValueError(f"recipe key mixture is empty: stage {self.stage!r} trains on a chat task mixture")
         if self.stage != "base" and self.init_from is None:
             raise ValueError(f"recipe key init_from is unset: stage {self.stage!r} starts from an earlier checkpoint")
-        if self.lora_r < 0:
-            raise ValueError(f"recipe key lora_r={self.lora_r} is invalid: expected >= 0")
-        self._validate_optimizer_and_schedule()
-        self._validate_data_and_loss()
-        self.check_ranges()
-        check_model_config(self.model_config)
-
-    def _validate_data_and_loss(self) -> None:
-        if self.seq_len_warmup_steps < 0:
-            raise ValueError(f"recipe key seq_len_warmup_steps={self.seq_len_warmup_steps} is invalid: expected >= 0")
-        if self.seq_len_warmup_steps > 0:
-            if self.stage != "base":
-                raise ValueError(f"recipe key seq_len_warmup_steps={self.seq_len_warmup_steps} is for pretraining "
-                                 f"(stage base); stage {self.stage!r} batches whole conversations")
-            if not 8 <= self.seq_len_start <= self.max_seq_len:
-                raise ValueError(f"recipe key seq_len_start={self.seq_len_start} is invalid: expected a value in "
-                                 f"[8, max_seq_len={self.max_seq_len}]")
-            if (self.device_batch_size * self.max_seq_len) % 8:
-                raise ValueError(f"recipe keys device_batch_size x max_seq_len = {self.device_batch_size} x "
-                                 f"{self.max_seq_len} must be a multiple of 8 for the sequence-length warmup")
-        betas = self.adamw_betas
-        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"recipe key adamw_betas={betas!r} is invalid: expected two values in [0, 1), e.g. "
-                             "[0.9, 0.95]")
-        if self.z_loss_coef < 0:
-            raise ValueError(f"recipe key z_loss_coef={self.z_loss_coef} is invalid: expected >= 0")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"recipe key label_smoothing={self.label_smoothing} is invalid: expected a value in [0, 1)")
-        from .loss_nanogpt import LOSS_TERMS
-
-        for name, coef in self.loss_terms.items():
-            if name in ("z_loss", "label_smoothing"):
-                raise ValueError(f"recipe key loss_terms names {name!r}: set it with its own key "
-                                 f"({'z_loss_coef' if name == 'z_loss' else 'label_smoothing'})")
-            if name not in LOSS_TERMS:
-                raise ValueError(f"recipe key loss_terms names an unknown term {name!r}; terms of "
-                                 f"hf_nanogpt.loss_nanogpt.LOSS_TERMS: {', '.join(LOSS_TERMS)}")
-            if not isinstance(coef, (int, float)) or isinstance(coef, bool):
-                raise ValueError(f"recipe key loss_terms: the coefficient of {name!r} is {coef!r}; expected a number")
-
-    def loss_term_coefficients(self) -> dict[str, float]:
-        """The extra loss terms with a non-zero coefficient (what the training loop passes to the model)."""
-        terms = {"z_loss": self.z_loss_coef, "label_smoothing": self.label_smoothing, **self.loss_terms}
-        return {name: float(coef) for name, coef in terms.items() if coef}
-
-    def _validate_optimizer_and_schedule(self) -> None:
-        """The optimizer, clipping, Lookahead, transfer and schedule keys (hf_nanogpt/optim.py, schedules.py)."""
-        for key in ("warmup_steps", "muon_momentum_warmup_steps", "lookahead_k"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected an integer >= 0")
-        for key in ("weight_decay", "grad_clip"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected >= 0")
-        for key in ("muon_momentum_start", "muon_momentum_end", "muon_momentum_warmdown"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected a value in [0, 1)")
-        if not 0.0 < self.lookahead_alpha <= 1.0:
-            raise ValueError(f"recipe key lookahead_alpha={self.lookahead_alpha!r} is invalid: expected a value in "
-                             "(0, 1]")
+        saves = self.save_every > 0 or self.max_steps_per_run > 0
+        if saves and self.keep_checkpoints < 1:  # keeping none would delete the checkpoint `latest` names
+            raise ValueError(f"recipe key keep_checkpoints={self.keep_checkpoints!r} is invalid: expected >= 1 when "
+                             "checkpoints are saved (save_every or max_steps_per_run is set)")
         milestones, factors = self.step_milestones, self.step_factors
         if self.lr_schedule == "step" or milestones or factors:
             if self.lr_schedule != "step":
@@ -270,34 +214,62 @@ class TrainRecipe:
         if self.lrs_from_init and self.stage == "base":
             raise ValueError("recipe key lrs_from_init=true applies to mid/sft (it reads the init_from run's lrs), "
                              "not to pretraining")
+        if self.seq_len_warmup_steps > 0:
+            if self.stage != "base":
+                raise ValueError(f"recipe key seq_len_warmup_steps={self.seq_len_warmup_steps} is for pretraining "
+                                 f"(stage base); stage {self.stage!r} batches whole conversations")
+            if not 8 <= self.seq_len_start <= self.max_seq_len:
+                raise ValueError(f"recipe key seq_len_start={self.seq_len_start} is invalid: expected a value in "
+                                 f"[8, max_seq_len={self.max_seq_len}]")
+            if (self.device_batch_size * self.max_seq_len) % 8:
+                raise ValueError(f"recipe keys device_batch_size x max_seq_len = {self.device_batch_size} x "
+                                 f"{self.max_seq_len} must be a multiple of 8 for the sequence-length warmup")
+        betas = self.adamw_betas
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"recipe key adamw_betas={betas!r} is invalid: expected two values in [0, 1), e.g. "
+                             "[0.9, 0.95]")
+        from .loss_nanogpt import LOSS_TERMS
 
-    # ------------------------------------------------------------------ ranges (hostile-input checks)
-    # Values that parse and type-check but would fail late (at the first evaluation, at the end of the
-    # run) or silently do something else. Each error names the key, the value and what is expected.
-    def check_ranges(self) -> None:
-        """Refuse out-of-range values of the optimizer, cadence, horizon and checkpoint keys."""
-        def bad(key: str, expected: str):
-            return ValueError(f"recipe key {key}={getattr(self, key)!r} is invalid: expected {expected}")
+        for name, coef in self.loss_terms.items():
+            if name in ("z_loss", "label_smoothing"):
+                raise ValueError(f"recipe key loss_terms names {name!r}: set it with its own key "
+                                 f"({'z_loss_coef' if name == 'z_loss' else 'label_smoothing'})")
+            if name not in LOSS_TERMS:
+                raise ValueError(f"recipe key loss_terms names an unknown term {name!r}; terms of "
+                                 f"hf_nanogpt.loss_nanogpt.LOSS_TERMS: {', '.join(LOSS_TERMS)}")
+            if not isinstance(coef, (int, float)) or isinstance(coef, bool):
+                raise ValueError(f"recipe key loss_terms: the coefficient of {name!r} is {coef!r}; expected a number")
 
-        for key in ("eval_every", "save_every", "core_metric_every", "sample_every", "num_iterations",
-                    "max_steps_per_run", "total_batch_size", "core_metric_max_per_task", "n_kv_head", "sliding_window"):
-            value = getattr(self, key)
-            if value == 0 or value < -1:  # 0 would mean "every 0 steps" or "no batch": nothing sensible
-                raise bad(key, "a positive integer, or -1 (" + ("never" if key.endswith("_every") else "unset") + ")")
-        for key in ("target_flops", "target_param_data_ratio", "num_epochs"):
-            if getattr(self, key) <= 0 and getattr(self, key) != -1:
-                raise bad(key, "a positive number, or -1 (unused)")
-        for key in ("eval_tokens", "lora_alpha"):
-            if getattr(self, key) <= 0:
-                raise bad(key, "a positive integer")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise bad("lora_dropout", "a value in [0, 1)")
-        saves = self.save_every > 0 or self.max_steps_per_run > 0
-        if saves and self.keep_checkpoints < 1:  # keeping none would delete the checkpoint `latest` names
-            raise bad("keep_checkpoints", ">= 1 when checkpoints are saved (save_every or max_steps_per_run is set)")
+    def loss_term_coefficients(self) -> dict[str, float]:
+        """The extra loss terms with a non-zero coefficient (what the training loop passes to the model)."""
+        terms = {"z_loss": self.z_loss_coef, "label_smoothing": self.label_smoothing, **self.loss_terms}
+        return {name: float(coef) for name, coef in terms.items() if coef}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Each key's range: (keys, test, what the error says is expected). Values that parse and type-check but
+# would fail late (at the first evaluation, at the end of the run) or silently do something else.
+RANGES: list[tuple[tuple[str, ...], typing.Callable[[Any], bool], str]] = [
+    (("depth", "aspect_ratio", "head_dim", "max_seq_len", "device_batch_size", "log_every", "eval_tokens",
+      "lora_alpha"), lambda v: v > 0, "a positive integer"),
+    (("embedding_lr", "unembedding_lr", "matrix_lr", "scalar_lr", "lora_lr", "init_lr_frac", "weight_decay",
+      "grad_clip", "z_loss_coef", "lora_r"), lambda v: v >= 0, ">= 0"),
+    (("warmup_steps", "muon_momentum_warmup_steps", "lookahead_k", "seq_len_warmup_steps"), lambda v: v >= 0,
+     "an integer >= 0"),
+    (("warmdown_ratio", "final_lr_frac"), lambda v: 0.0 <= v <= 1.0, "a value in [0, 1]"),
+    (("muon_momentum_start", "muon_momentum_end", "muon_momentum_warmdown", "label_smoothing", "lora_dropout"),
+     lambda v: 0.0 <= v < 1.0, "a value in [0, 1)"),
+    (("lookahead_alpha",), lambda v: 0.0 < v <= 1.0, "a value in (0, 1]"),
+    # 0 would mean "every 0 steps" or "no batch": nothing sensible
+    (("eval_every", "save_every", "core_metric_every", "sample_every"), lambda v: v > 0 or v == -1,
+     "a positive integer, or -1 (never)"),
+    (("num_iterations", "max_steps_per_run", "total_batch_size", "core_metric_max_per_task", "n_kv_head",
+      "sliding_window"), lambda v: v > 0 or v == -1, "a positive integer, or -1 (unset)"),
+    (("target_flops", "target_param_data_ratio", "num_epochs"), lambda v: v > 0 or v == -1,
+     "a positive number, or -1 (unused)"),
+]
 
 
 def model_config_fields() -> set[str]:
@@ -498,153 +470,3 @@ def inherit_learning_rates(recipe: TrainRecipe, folder: str | os.PathLike) -> Tr
 
 # nanochat's reference point for hyperparameter transfer: the lrs and weight decay were tuned on d12 at
 # B_ref = 2^19 tokens per step and D_ref = target_param_data_ratio x d12's scaling parameters.
-REFERENCE_DEPTH = 12
-REFERENCE_BATCH_SIZE = 2**19
-POWER_LINES_EXPONENT = 0.383  # B_opt ~ D^0.383 (Bergsma et al. 2025, "Power Lines", arXiv:2505.13738)
-
-
-@dataclass
-class TrainingPlan:
-    """Values derived from a recipe, the model and the launch (logged and saved with the recipe)."""
-
-    world_size: int
-    tokens_per_micro_step: int  # device_batch_size * max_seq_len * world_size
-    total_batch_size: int  # tokens per optimizer step
-    batch_size_source: str  # "total_batch_size", "power_lines" or "one micro-step"
-    grad_accum_steps: int
-    num_iterations: int
-    horizon_source: str  # which recipe key set num_iterations
-    total_tokens: int
-    flops_per_token: int
-    total_flops: float
-    scaling_params: int  # block matrices + LM head: what the data:param ratio counts (nanochat master)
-    # hyperparameter transfer (hyperparameter_transfer=nanochat; 1.0 / the recipe's values otherwise)
-    reference_tokens: int | None  # D_ref = ratio x d12's scaling parameters
-    target_tokens: int | None  # D = ratio x this model's scaling parameters
-    batch_lr_scale: float  # sqrt(B / B_ref)
-    weight_decay: float  # Muon weight decay at step 0: weight_decay x sqrt(B / B_ref) x D_ref / D
-    lrs: dict  # peak lrs as the optimizer receives them (recipe lr x batch_lr_scale x init_lr_frac)
-    # schedules (hf_nanogpt/schedules.py)
-    lr_schedule: str
-    warmup_steps: int
-    warmdown_steps: int
-    final_lr_frac: float
-
-
-def derive_plan(recipe: TrainRecipe, flops_per_token: int, scaling_params: int, world_size: int = 1,
-                tokens_per_epoch: int | None = None, reference_scaling_params: int | None = None) -> TrainingPlan:
-    """Derive the batch, the number of steps, the transferred lrs and weight decay (nanochat master's
-    `base_train.py`, numbered as there).
-
-    `scaling_params` = block matrices + LM head of the model (nanochat master's scaling-law count);
-    `reference_scaling_params` the same of the d12 reference (needed by hyperparameter_transfer=nanochat).
-
-    1. horizon D = int(target_param_data_ratio x scaling_params) tokens; D_ref the same for d12;
-    2. batch: total_batch_size, or with -1 and the nanochat transfer Power Lines
-       2^round(log2(B_ref (D / D_ref)^0.383)), else one micro-step (device_batch_size x max_seq_len x world);
-       it must be a multiple of the micro-step: grad_accum = ratio;
-    3. transfer: every lr x sqrt(B / B_ref);
-    4. transfer: weight decay x sqrt(B / B_ref) x D_ref / D (the T_epoch rule, arXiv:2405.13698);
-    5. steps = num_iterations, else round(target_flops / (flops_per_token x B)), else D // B (pretraining),
-       else round(num_epochs x tokens_per_epoch / B).
-    """
-
-    transfer = recipe.hyperparameter_transfer == "nanochat"
-    micro = recipe.device_batch_size * recipe.max_seq_len * world_size
-    target = reference = None
-    if recipe.target_param_data_ratio > 0:  # 1.
-        target = int(recipe.target_param_data_ratio * scaling_params)
-    if transfer:
-        if reference_scaling_params is None:
-            raise ValueError("hyperparameter_transfer=nanochat needs the d12 reference's scaling parameters")
-        reference = int(recipe.target_param_data_ratio * reference_scaling_params)
-    if recipe.total_batch_size != _UNSET:  # 2.
-        total, batch_source = recipe.total_batch_size, "total_batch_size"
-    elif transfer:
-        predicted = REFERENCE_BATCH_SIZE * (target / reference) ** POWER_LINES_EXPONENT
-        total, batch_source = 2 ** round(math.log2(predicted)), "power_lines"
-    else:
-        total, batch_source = micro, "one micro-step"
-    if total <= 0 or total % micro:
-        derived = f" ({batch_source}: {total} tokens)" if batch_source == "power_lines" else ""
-        raise ValueError(
-            f"recipe key total_batch_size={recipe.total_batch_size}{derived} is not a "
-            f"positive multiple of device_batch_size x max_seq_len x processes = {recipe.device_batch_size} x "
-            f"{recipe.max_seq_len} x {world_size} = {micro}: lower device_batch_size or pick a multiple of {micro}")
-    batch_lr_scale = math.sqrt(total / REFERENCE_BATCH_SIZE) if transfer else 1.0  # 3.
-    weight_decay = recipe.weight_decay * batch_lr_scale * (reference / target) if transfer else recipe.weight_decay
-    if recipe.num_iterations > 0:  # 5.
-        steps, source = recipe.num_iterations, "num_iterations"
-    elif recipe.target_flops > 0:
-        steps, source = round(recipe.target_flops / (flops_per_token * total)), "target_flops"
-    elif recipe.stage == "base" and target:
-        steps, source = target // total, "target_param_data_ratio"
-    elif recipe.num_epochs > 0 and tokens_per_epoch:
-        steps, source = round(recipe.num_epochs * tokens_per_epoch / total), "num_epochs"
-    else:
-        raise ValueError("recipe sets no training horizon: set num_iterations, target_flops, "
-                         "target_param_data_ratio (pretraining) or num_epochs (mid/sft)")
-    steps = max(1, steps)
-    scale = batch_lr_scale * recipe.init_lr_frac
-    lrs = {k: getattr(recipe, k) * scale for k in ("embedding_lr", "unembedding_lr", "matrix_lr", "scalar_lr",
-                                                    "lora_lr")}
-    return TrainingPlan(world_size=world_size, tokens_per_micro_step=micro, total_batch_size=total,
-                        batch_size_source=batch_source, grad_accum_steps=total // micro, num_iterations=steps,
-                        horizon_source=source, total_tokens=steps * total, flops_per_token=flops_per_token,
-                        total_flops=float(steps) * total * flops_per_token, scaling_params=scaling_params,
-                        reference_tokens=reference, target_tokens=target, batch_lr_scale=batch_lr_scale,
-                        weight_decay=weight_decay, lrs=lrs, lr_schedule=recipe.lr_schedule,
-                        warmup_steps=recipe.warmup_steps, warmdown_steps=round(recipe.warmdown_ratio * steps),
-                        final_lr_frac=recipe.final_lr_frac)
-
-
-# ----------------------------------------------------------------------------- memory, before allocation
-
-
-def training_memory_lower_bound(config, batch_size: int, seq_len: int, device="cpu",
-                                fused_loss: bool = True) -> dict[str, int]:
-    """Bytes a training step needs at the very least, from the model built on the meta device (no
-    memory is allocated): float32 weights, their gradients and one optimizer state each (Muon keeps
-    one momentum, AdamW two), the non-persistent buffers (rotary tables grow with the context), the
-    float32 logits the loss holds at once and one (B, T, width) float32 activation per layer.
-    The training loop's fused loss (`fused_loss`, loss_nanogpt.py) holds one (block, vocab) block of
-    logits at a time, the plain path the (B, T, vocab) logits of the micro-batch.
-    The real peak is higher; a recipe whose lower bound already exceeds the device is refused."""
-    import torch
-
-    from .loss_nanogpt import chunk_rows
-    from .modeling_nanogpt import NanoGPTForCausalLM
-
-    with torch.device("meta"):
-        model = NanoGPTForCausalLM(config)
-    params = sum(p.numel() for p in model.parameters())
-    tokens = batch_size * seq_len
-    return {"weights, gradients, optimizer": 12 * params,
-            "buffers": sum(b.numel() * b.element_size() for b in model.buffers()),
-            "logits": 4 * config.vocab_size * (min(tokens, chunk_rows(tokens, config.hidden_size, config.vocab_size,
-                                                                      torch.device(device))) if fused_loss else tokens),
-            "activations": 4 * tokens * config.hidden_size * config.num_hidden_layers}
-
-
-def device_memory_bytes(device) -> tuple[int, str]:
-    """(total memory, description) of a torch device: the GPU's memory, else the machine's RAM."""
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return props.total_memory, f"GPU {props.name}"
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "machine's RAM"
-
-
-def check_fits_in_memory(recipe: TrainRecipe, config, device) -> None:
-    """Refuse, naming max_seq_len and device_batch_size, a recipe whose model and micro-batch cannot fit
-    the device (estimated before anything is allocated: `training_memory_lower_bound`)."""
-    parts = training_memory_lower_bound(config, recipe.device_batch_size, recipe.max_seq_len, device)
-    need, (have, where) = sum(parts.values()), device_memory_bytes(device)
-    if need > have:
-        gib = lambda n: f"{n / 2**30:,.1f} GiB"  # noqa: E731
-        detail = ", ".join(f"{k} {gib(v)}" for k, v in parts.items())
-        raise ValueError(f"recipe keys max_seq_len={recipe.max_seq_len} and device_batch_size="
-                         f"{recipe.device_batch_size}: one training step needs at least {gib(need)} ({detail}), "
-                         f"more than the {where} ({gib(have)}); lower max_seq_len or device_batch_size")

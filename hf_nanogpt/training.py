@@ -47,8 +47,8 @@ from .modeling_nanogpt import NanoGPTForCausalLM
 from .moe_nanogpt import moe_step
 from .optim import apply_schedule, parameter_groups_summary
 from .paths import base_dir, resolve_stage
-from .planning import build_stage_optimizer, plan_for_model, row_len_at
-from .recipe import TrainingPlan, TrainRecipe, check_fits_in_memory, inherit_learning_rates, save_recipe
+from .planning import TrainingPlan, build_stage_optimizer, check_fits_in_memory, plan_for_model, row_len_at
+from .recipe import TrainRecipe, inherit_learning_rates, save_recipe
 from .schedules import Schedule
 from .stages import STAGES
 

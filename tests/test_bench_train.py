@@ -21,7 +21,8 @@ def test_contenders_follow_the_options():
         ["llama+adamw", "nanogpt+muon compiled", "llama+adamw compiled", "nanogpt+muon fp8 compiled"]
     args = bench.parse_args(["--size", "d20"])
     assert (args.depth, args.head_dim, args.vocab_size, args.seq_len) == (20, 128, 32768, 2048)
-    for bad in (["--fp8"], ["--models", "nanogpt+muon"], ["--steps", "0"]):
+    assert bench.parse_args(["--accum", "2"]).accum == 2
+    for bad in (["--fp8"], ["--models", "nanogpt+muon"], ["--steps", "0"], ["--accum", "0"]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
 

@@ -79,7 +79,9 @@ def test_missing_model_folder_names_it(repo_root, tmp_path, monkeypatch, capsys)
     assert str(tmp_path / "sft") in str(exit_info.value) and "does not exist" in str(exit_info.value)
 
 
-def test_help(repo_root):
-    done = subprocess.run([sys.executable, str(repo_root / "scripts" / "chat_cli.py"), "--help"],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "clear" in done.stdout and "-p PROMPT" in done.stdout
+def test_help(repo_root, capsys):
+    cli = runpy.run_path(str(repo_root / "scripts" / "chat_cli.py"), run_name="chat_cli")
+    with pytest.raises(SystemExit) as exit_info:
+        cli["main"](["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "clear" in out and "-p PROMPT" in out

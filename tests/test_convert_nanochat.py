@@ -4,6 +4,7 @@ tokenizer ids, chat rendering), other shapes against a reference forward, refusa
 import json
 import os
 import pickle
+import runpy
 import subprocess
 import sys
 import textwrap
@@ -293,10 +294,11 @@ def test_script_writes_a_complete_model_folder(converted, golden_dir, golden):
         convert_nanochat(golden_dir, converted)
 
 
-def test_script_help(repo_root):
-    out = subprocess.run([sys.executable, str(repo_root / "scripts" / "convert_nanochat.py"), "--help"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "python scripts/convert_nanochat.py" in out.stdout
+def test_script_help(repo_root, capsys):
+    main = runpy.run_path(str(repo_root / "scripts" / "convert_nanochat.py"), run_name="convert_nanochat")["main"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "python scripts/convert_nanochat.py" in capsys.readouterr().out
 
 
 @pytest.mark.slow

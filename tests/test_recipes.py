@@ -10,7 +10,8 @@ import yaml
 
 from hf_nanogpt import NanoGPTForCausalLM
 from hf_nanogpt.planning import plan_for_model, plan_only, scaling_parameters
-from hf_nanogpt.recipe import derive_plan, load_recipe_file, parse_recipe
+from hf_nanogpt.planning import derive_plan
+from hf_nanogpt.recipe import load_recipe_file, parse_recipe
 from hf_nanogpt.training import build_model_config
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -230,7 +231,7 @@ def test_unknown_model_config_fields_are_refused():
 
 
 def test_a_model_that_cannot_fit_is_refused_before_allocation():
-    from hf_nanogpt.recipe import check_fits_in_memory, training_memory_lower_bound
+    from hf_nanogpt.planning import check_fits_in_memory, training_memory_lower_bound
 
     recipe = parse_recipe(["--max_seq_len=100000000", "--depth=4", "--head_dim=64"])
     config = build_model_config(recipe, _Vocab())

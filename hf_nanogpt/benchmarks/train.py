@@ -26,6 +26,7 @@ against Llama + AdamW eager: tokens/s > 1 and memory < 1 favour us.
 
     python scripts/bench.py train                                   # CPU, default sizes, ~5 minutes
     python scripts/bench.py train --compile eager                   # skip the compiled runs (faster)
+    python scripts/bench.py train --compile eager --accum 2         # tiny.yaml's step: 2 x 2,048 tokens per update
     python scripts/bench.py train --device cuda --size d12 --fp8  # one GPU: d12 at seq 2048
     python scripts/bench.py train --device cuda --size d20 --compile compiled --fp8 --json d20.json
 """
@@ -57,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--vocab_size", type=int, default=8192)
     parser.add_argument("--seq_len", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8, help="sequences per step")
+    parser.add_argument("--accum", type=int, default=1,
+                        help="micro-batches per optimizer step (gradient accumulation): the optimizer's cost is per "
+                             "step, so Muon's share shrinks as tokens per step grow (recipes/tiny.yaml trains with 2)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per window")
     parser.add_argument("--windows", type=int, default=3, help="timed windows per run; the best counts")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing (compilation happens here)")
@@ -82,8 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--models must include the baseline {BASELINE}")
     if args.fp8 and not args.device.startswith("cuda"):
         parser.error("--fp8 needs a CUDA device (torchao float8 matmuls run on compute capability >= 8.9)")
-    if min(args.steps, args.windows, args.repeats) < 1 or args.warmup < 0:
-        parser.error("--steps, --windows and --repeats must be >= 1 and --warmup >= 0")
+    if min(args.steps, args.windows, args.repeats, args.accum) < 1 or args.warmup < 0:
+        parser.error("--steps, --windows, --repeats and --accum must be >= 1 and --warmup >= 0")
     return args
 
 
@@ -167,13 +171,14 @@ def _worker(run: tuple[str, bool, bool], args, queue) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def step():
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            if kind.startswith("nanogpt"):  # the training loop's call: loss only, fused head
-                loss = model(input_ids=x[:, :-1], shift_labels=x[:, 1:], use_cache=False, skip_logits=True).loss
-            else:
-                loss = model(input_ids=x[:, :-1], labels=x[:, :-1], use_cache=False).loss
-        loss.backward()
+    def step():  # one optimizer step: --accum micro-batches of (batch, seq_len), then the update
+        for _ in range(args.accum):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                if kind.startswith("nanogpt"):  # the training loop's call: loss only, fused head
+                    loss = model(input_ids=x[:, :-1], shift_labels=x[:, 1:], use_cache=False, skip_logits=True).loss
+                else:
+                    loss = model(input_ids=x[:, :-1], labels=x[:, :-1], use_cache=False).loss
+            (loss / args.accum).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -197,7 +202,8 @@ def _worker(run: tuple[str, bool, bool], args, queue) -> None:
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
     else:  # ru_maxrss is in KiB on Linux: growth of this process's peak since start-up
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
-    queue.put(dict(tokens_per_s=args.steps * args.batch * args.seq_len / best, peak_mb=peak_mb, params=params,
+    tokens = args.steps * args.accum * args.batch * args.seq_len  # per timed window
+    queue.put(dict(tokens_per_s=tokens / best, peak_mb=peak_mb, params=params,
                    flops_per_token=flops_per_token, warmup_s=warmup_s))
 
 
@@ -254,7 +260,8 @@ def run(args) -> dict[str, dict]:
 
 def format_report(best: dict, args) -> str:
     base = best[BASELINE]
-    lines = [f"train benchmark: depth {args.depth}, batch {args.batch} x {args.seq_len} tokens, vocab {args.vocab_size}, "
+    accum = f" x {args.accum} micro-batches per optimizer step" if args.accum > 1 else ""
+    lines = [f"train benchmark: depth {args.depth}, batch {args.batch} x {args.seq_len} tokens{accum}, vocab {args.vocab_size}, "
              f"{args.device}, best of {args.windows} windows of {args.steps} steps; MFU peak: {best['_peak']['source']}",
              "", "| contender | params | tokens/s | MFU | peak MB | warm-up s | speed vs llama | memory vs llama |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
