@@ -35,8 +35,8 @@ checkpoints and `transformers.Trainer` see a single optimizer. A Muon group's `v
   steps, decoupled weight decay; step for step the update of `torch.optim.Muon` (tested).
 
 We depart from `torch.optim.Muon` in four places:
-0. Newton-Schulz / Polar Express runs in float32 on CPUs (bfloat16 on GPUs, as torch's and nanochat's;
-   `newton_schulz_dtype`);
+0. Newton-Schulz / Polar Express runs in float32 on CPUs without native bf16 matmuls (bfloat16 on GPUs
+   and on CPUs with AVX512-BF16 or AMX, as torch's and nanochat's everywhere; `newton_schulz_dtype`);
 1. one optimizer for both rules (torch's Muon only accepts 2-D parameters);
 2. matrices of the same shape are orthogonalised together as one batched matmul (fewer kernel
    launches; the deep nanochat models have 6 matrices of 2 shapes per layer);
@@ -76,11 +76,21 @@ POLAR_EXPRESS_COEFFICIENTS = (
 MUON_VARIANTS = ("nanochat", "keller")
 
 
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX-BF16), where oneDNN's bf16
+    GEMM runs faster than float32 (measured on a 2-core AMD EPYC with AVX512-BF16, one thread: 456 vs 93
+    GFLOP/s for (8, 256, 1024) x (8, 1024, 256)); without them bf16 is emulated and ~10x slower."""
+    capabilities = getattr(torch.cpu, "get_capabilities", lambda: {})()
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
 def newton_schulz_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 on GPUs (tensor cores; what Keller Jordan's Muon and nanochat use), float32 elsewhere:
-    CPUs without bf16 matrix units run bf16 matmuls ~10x slower than float32 (measured: 0.39 s vs
-    0.037 s for (8, 1024, 256) @ (8, 256, 1024) on this 2-core machine), and the result is more exact."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    """The orthogonalisation precision: bfloat16, as nanochat, Keller Jordan's Muon and `torch.optim.Muon`
+    use everywhere, on GPUs and on CPUs with native bf16 matmuls; float32 on other CPUs, where bf16 matmuls
+    are emulated and slower than float32 (then the result is also a little more exact)."""
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_matmul()):
+        return torch.bfloat16
+    return torch.float32
 
 
 def zeropower_via_newtonschulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
@@ -164,7 +174,7 @@ class MuonAdamW(torch.optim.Optimizer):
     `beta2` (nanochat's NorMuon) and `nesterov` (keller); AdamW groups use `lr`, `betas`, `eps`,
     `weight_decay`. Every group reads `lr`, `momentum` and `weight_decay` at each step, so schedules work
     as usual. A Muon group's lr is the rate of a square matrix: each (R, C) matrix moves with
-    lr x max(1, R/C)^0.5. `ns_dtype` is the orthogonalisation precision (None: bf16 on GPUs, fp32 on CPUs).
+    lr x max(1, R/C)^0.5. `ns_dtype` is the orthogonalisation precision (None: `newton_schulz_dtype` of the device).
     """
 
     def __init__(self, param_groups: list[dict], *, momentum: float = 0.95, nesterov: bool = True,
@@ -415,7 +425,8 @@ def build_optimizer(model: nn.Module, *, matrix_lr: float = 0.02, embedding_lr: 
                     weight_decay: float = 0.0, momentum: float = 0.95, muon_variant: str = "nanochat",
                     lr_scale: float = 1.0, batch_lr_scale: float = 1.0, width: int | None = None,
                     lookahead_k: int = 0, lookahead_alpha: float = 0.5, matrix_optimizer: str = "muon",
-                    adamw_betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.Optimizer:
+                    adamw_betas: tuple[float, float] = (0.9, 0.95),
+                    ns_dtype: torch.dtype | None = None) -> torch.optim.Optimizer:
     """The nanochat optimizer for `model` (the groups of the module docstring).
 
     `batch_lr_scale` multiplies the recipe lrs (nanochat's sqrt(B / B_ref) transfer; not the fixed smear lr),
@@ -426,6 +437,7 @@ def build_optimizer(model: nn.Module, *, matrix_lr: float = 0.02, embedding_lr: 
     `matrix_optimizer="adamw"` is nanoGPT's optimizer instead: AdamW for the block matrices too (at matrix_lr),
     every group with `adamw_betas` and torch's eps 1e-8, `weight_decay` (constant) on every 2-D tensor
     (matrices, embeddings, head) and none on the vectors, as nanoGPT's `configure_optimizers`.
+    `ns_dtype` is Muon's orthogonalisation precision (None: `newton_schulz_dtype` of the device).
     """
     if matrix_optimizer not in ("muon", "adamw"):
         raise ValueError(f"matrix_optimizer={matrix_optimizer!r} is invalid: expected 'muon' or 'adamw'")
@@ -464,7 +476,7 @@ def build_optimizer(model: nn.Module, *, matrix_lr: float = 0.02, embedding_lr: 
             group.update(kind="adamw", lr=lr * lr_scale, initial_lr=lr * lr_scale, betas=betas, eps=1e-10,
                          weight_decay=wd)
         param_groups.append(group)
-    optimizer = MuonAdamW(param_groups, variant=muon_variant)
+    optimizer = MuonAdamW(param_groups, variant=muon_variant, ns_dtype=ns_dtype)
     return Lookahead(optimizer, lookahead_k, lookahead_alpha) if lookahead_k > 0 else optimizer
 
 

@@ -257,7 +257,8 @@ def build_stage_optimizer(model, recipe: TrainRecipe, plan: TrainingPlan, width:
                            muon_variant=recipe.muon_variant, lr_scale=recipe.init_lr_frac,
                            batch_lr_scale=plan.batch_lr_scale, width=width, lookahead_k=recipe.lookahead_k,
                            lookahead_alpha=recipe.lookahead_alpha, matrix_optimizer=recipe.optimizer,
-                           adamw_betas=tuple(recipe.adamw_betas))
+                           adamw_betas=tuple(recipe.adamw_betas),
+                           ns_dtype=None if recipe.muon_ns_dtype == "auto" else getattr(torch, recipe.muon_ns_dtype))
 
 
 def plan_only(recipe: TrainRecipe) -> dict:

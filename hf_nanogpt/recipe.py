@@ -105,6 +105,9 @@ class TrainRecipe:
     muon_variant: Literal["nanochat", "keller"] = _f(
         "nanochat", "Muon rule: nanochat = nanochat master (MuonEq, Polar Express, Muon+, NorMuon, cautious weight "
         "decay); keller = Keller Jordan's Muon (= torch.optim.Muon)")
+    muon_ns_dtype: Literal["auto", "bfloat16", "float32"] = _f(
+        "auto", "precision of Muon's orthogonalisation: auto = bfloat16 (nanochat's) on GPUs and on CPUs with "
+        "native bf16 matmuls (AVX512-BF16, AMX), float32 elsewhere; float32 reproduces nanochat's fp32 golden steps")
     embedding_lr: float = _f(0.3, "AdamW lr of the token (and position) embeddings; value embeddings get half")
     unembedding_lr: float = _f(0.008, "AdamW lr of the LM head")
     matrix_lr: float = _f(0.02, "Muon lr of the 2-D matrices inside the blocks (x max(1, rows/cols)^0.5 each)")
@@ -161,7 +164,8 @@ class TrainRecipe:
     dry_run: bool = _f(False, "train and evaluate but write nothing (no checkpoints, no report)")
     plan_only: bool = _f(False, "print the resolved recipe and derived plan as JSON and exit (reads no data)")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = _f(
-        "auto", "autocast dtype: auto = bfloat16 on GPUs that support it, float32 on CPU")
+        "auto", "autocast dtype: auto = bfloat16 on GPUs that support it and on CPUs with native bf16 matmuls "
+        "(AVX512-BF16, AMX: ~2x the float32 speed there), float32 elsewhere")
     compile: bool = _f(False, "torch.compile the model")
     seed: int = _f(42, "random seed (model init, data order, dropout)")
     tracker: Literal["none", "wandb", "tensorboard"] = _f("none", "experiment tracker through accelerate")

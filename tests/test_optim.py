@@ -16,6 +16,8 @@ from hf_nanogpt.optim import (
     apply_schedule,
     build_optimizer,
     classify_parameters,
+    cpu_has_bf16_matmul,
+    newton_schulz_dtype,
     polar_express,
     zeropower_via_newtonschulz,
 )
@@ -129,15 +131,29 @@ def test_learning_rates_scale_with_width():
 def test_newton_schulz_and_polar_express_orthogonalise():
     torch.manual_seed(0)
     g = torch.randn(3, 16, 48)
-    for o in (zeropower_via_newtonschulz(g).float(), polar_express(g), polar_express(g.mT).mT):
-        sv = torch.linalg.svdvals(o)
-        assert sv.min() > 0.5 and sv.max() < 1.5  # both land the singular values near 1
+    for dtype in (torch.float32, torch.bfloat16):
+        for o in (zeropower_via_newtonschulz(g, dtype=dtype), polar_express(g, dtype=dtype),
+                  polar_express(g.mT, dtype=dtype).mT):
+            assert o.dtype == dtype
+            sv = torch.linalg.svdvals(o.float())
+            assert sv.min() > 0.5 and sv.max() < 1.5  # both land the singular values near 1
     # batched == one at a time
     torch.testing.assert_close(zeropower_via_newtonschulz(g)[1], zeropower_via_newtonschulz(g[1]))
 
 
-def test_muon_matches_nanochat_golden_steps(shared_data):
-    """Three steps of nanochat master's Muon per shape: parameters, updates and both buffers within 1e-5."""
+def test_orthogonalisation_runs_in_bf16_where_the_hardware_multiplies_bf16():
+    assert newton_schulz_dtype(torch.device("cuda")) == torch.bfloat16  # nanochat's and torch's precision
+    expected = torch.bfloat16 if cpu_has_bf16_matmul() else torch.float32
+    assert newton_schulz_dtype(torch.device("cpu")) == expected
+    assert MuonAdamW([dict(kind="muon", params=[nn.Parameter(torch.zeros(4, 4))])], ns_dtype=torch.float32).ns_dtype \
+        == torch.float32
+
+
+@pytest.mark.parametrize("ns_dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
+def test_muon_matches_nanochat_golden_steps(shared_data, ns_dtype, tol):
+    """Three steps of nanochat master's Muon per shape: parameters, updates and both buffers within 1e-5 when
+    Polar Express runs in float32 as the golden run did; in bf16, the precision nanochat itself trains with,
+    within bf16's rounding (5e-2 of the update; 2.6% measured at worst)."""
     import json
 
     from safetensors.torch import load_file
@@ -150,19 +166,19 @@ def test_muon_matches_nanochat_golden_steps(shared_data):
         # the golden lr is the step's; our group lr is per square matrix (x max(1, R/C)^0.5 inside)
         opt = MuonAdamW([dict(kind="muon", params=[p], lr=hp["lr"] / math.sqrt(max(1, rows / cols)),
                               momentum=hp["momentum"], weight_decay=hp["wd"], beta2=hp["beta2"],
-                              ns_steps=hp["ns_steps"])], variant="nanochat")
+                              ns_steps=hp["ns_steps"])], variant="nanochat", ns_dtype=ns_dtype)
         for i in range(hp["steps"]):
             before = p.detach().clone()
             p.grad = gold[f"{shape}.grad{i}"].clone()
             opt.step()
             ref = gold[f"{shape}.param{i + 1}"]
-            assert (p.detach() - ref).norm() / ref.norm() < 1e-5, (shape, i)
+            assert (p.detach() - ref).norm() / ref.norm() < tol, (shape, i)
             ref_update = ref - gold[f"{shape}.param{i}"]
-            assert ((p.detach() - before) - ref_update).norm() / ref_update.norm() < 1e-5, (shape, i)
+            assert ((p.detach() - before) - ref_update).norm() / ref_update.norm() < tol, (shape, i)
         state = opt.state[p]
         for buf in ("momentum_buffer", "second_momentum_buffer"):
             ref = gold[f"{shape}.{buf}"]
-            assert state[buf].shape == ref.shape and (state[buf] - ref).norm() / ref.norm() < 1e-5, (shape, buf)
+            assert state[buf].shape == ref.shape and (state[buf] - ref).norm() / ref.norm() < tol, (shape, buf)
 
 
 def test_keller_variant_matches_torch_muon():
@@ -170,7 +186,7 @@ def test_keller_variant_matches_torch_muon():
     shapes = [(24, 8), (8, 24), (16, 16), (16, 16)]
     ours_p = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
     ref_p = [torch.nn.Parameter(p.detach().clone()) for p in ours_p]
-    # torch's Muon runs Newton-Schulz in bfloat16 on every device; ours does on GPUs (float32 on CPUs)
+    # torch's Muon runs Newton-Schulz in bfloat16 on every device; ours where the hardware multiplies bf16
     ours = MuonAdamW([dict(kind="muon", params=ours_p, lr=0.02, weight_decay=0.1)], momentum=0.9,
                      variant="keller", ns_dtype=torch.bfloat16)
     ref = torch.optim.Muon(ref_p, lr=0.02, weight_decay=0.1, momentum=0.9, adjust_lr_fn="original")

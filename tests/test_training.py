@@ -360,3 +360,31 @@ def test_moe_hybrid_resumes_bitwise_and_logs_expert_load(tmp_path, corpus, tiny_
     rows = [json.loads(line) for line in (straight / "base" / "train_log.jsonl").read_text().splitlines()]
     loads = [r["moe_load_max_over_mean"] for r in rows if "moe_load_max_over_mean" in r]
     assert loads and all(len(v) == 2 and all(x >= 1.0 for x in v) for v in loads)
+
+
+def test_bf16_autocast_on_cpu_trains_and_auto_follows_the_hardware(tmp_path, corpus, tiny_tokenizer_dir):
+    """`dtype: bfloat16` trains on a CPU (attention in fp32, MFU against a bf16 matmul peak); `dtype: auto` is bf16
+    exactly where the CPU multiplies bf16 natively; `muon_ns_dtype` reaches the optimizer."""
+    from hf_nanogpt.optim import cpu_has_bf16_matmul
+    from hf_nanogpt.training import auto_mixed_precision, mixed_precision
+
+    # its own process: accelerate keeps one mixed-precision setting per process (the other tests run fp32)
+    out = tmp_path / "bf16"
+    args = [f"--{k}={v}" for k, v in dict(tokenizer=tiny_tokenizer_dir, train_data=corpus, output_dir=out, depth=2,
+                                          aspect_ratio=32, head_dim=32, max_seq_len=64, device_batch_size=4,
+                                          total_batch_size=256, num_iterations=12, eval_every=6, eval_tokens=512,
+                                          save_every=-1, dtype="bfloat16", seed=7).items()]
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "pretrain.py"), str(REPO / "recipes" / "tiny.yaml"),
+                           *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "GFLOP/s measured bf16 matmul" in proc.stderr
+    vals = [json.loads(line)["val_bpb"] for line in (out / "train_log.jsonl").read_text().splitlines()
+            if '"val_bpb"' in line]
+    assert len(vals) == 3 and vals[-1] < vals[0] - 0.3
+    if not torch.cuda.is_available():
+        assert auto_mixed_precision() == ("bf16" if cpu_has_bf16_matmul() else "no")
+        assert mixed_precision(recipe(tmp_path, corpus, tiny_tokenizer_dir, dtype="auto")) == auto_mixed_precision()
+    assert mixed_precision(recipe(tmp_path, corpus, tiny_tokenizer_dir, dtype="bfloat16")) == "bf16"
+    for ns, expected in (("float32", torch.float32), ("bfloat16", torch.bfloat16), ("auto", None)):
+        stage = prepare_stage(recipe(tmp_path / ns, corpus, tiny_tokenizer_dir, muon_ns_dtype=ns))
+        assert stage.optimizer.optimizer.ns_dtype == expected  # accelerate wraps the MuonAdamW

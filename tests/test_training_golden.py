@@ -6,8 +6,9 @@ fails this test. When the change is deliberate, regenerate the curve and commit 
     HF_NANOGPT_REGENERATE_GOLDEN=1 python -m pytest tests/test_training_golden.py
 
 The run uses the recipe as written except: 20 steps, no evaluation or checkpoints, the test session's
-1024-token tokenizer (trained deterministically on the stdlib corpus) and one CPU thread (the test
-default), so the same code gives the same losses run after run with this torch on this CPU family.
+1024-token tokenizer (trained deterministically on the stdlib corpus), one CPU thread (the test
+default) and float32 throughout (`dtype` and `muon_ns_dtype`, whose "auto" picks bf16 on CPUs with native
+bf16 matmuls), so the same code gives the same losses run after run with this torch on this CPU family.
 Early training amplifies rounding: relative noise of 1e-7 on the LM head's input gradient moves the
 step-1 loss by 2e-4 and step 4 by 0.5% (measured; a likely cause: AdamW's first steps on the scalars,
 lr 0.5, follow the sign of near-cancelling gradients). So a change that only reorders float32 arithmetic also
@@ -34,7 +35,8 @@ STEPS = 20
 @pytest.mark.slow
 def test_tiny_recipe_reproduces_the_golden_loss_curve(tmp_path, tiny_tokenizer_dir):
     recipe = parse_recipe([str(REPO / "recipes" / "tiny.yaml"), f"--num_iterations={STEPS}", "--eval_every=-1",
-                           "--save_every=-1", f"--tokenizer={tiny_tokenizer_dir}",
+                           "--save_every=-1", "--dtype=float32", "--muon_ns_dtype=float32",
+                           f"--tokenizer={tiny_tokenizer_dir}",
                            f"--output_dir={tmp_path / 'base'}"], stage="base")
     run(recipe)
     rows = [json.loads(line) for line in (tmp_path / "base" / "train_log.jsonl").read_text().splitlines()]

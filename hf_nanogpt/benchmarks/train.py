@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fp8", action="store_true", help="also run ours with torchao float8 training (CUDA)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
-                        help="autocast dtype; auto = bfloat16 on cuda, float32 elsewhere")
+                        help="autocast dtype of every contender; auto = the training loop's rule: bfloat16 on "
+                             "GPUs and on CPUs with native bf16 matmuls (AVX512-BF16, AMX), float32 elsewhere")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (0: torch's default). One by default: on a shared machine "
                              "OpenMP threads waiting for each other make 2-thread steps erratic")
@@ -159,8 +160,7 @@ def _worker(run: tuple[str, bool, bool], args, queue) -> None:
     torch.manual_seed(0)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     device = torch.device(args.device)
-    dtype = {"float32": None, "bfloat16": torch.bfloat16}.get(args.dtype) if args.dtype != "auto" else (
-        torch.bfloat16 if device.type == "cuda" else None)
+    dtype = autocast_dtype(args)
     model, opt, flops_per_token = build(kind, args)
     params = sum(p.numel() for p in model.parameters())
     if fp8:
@@ -207,6 +207,15 @@ def _worker(run: tuple[str, bool, bool], args, queue) -> None:
                    flops_per_token=flops_per_token, warmup_s=warmup_s))
 
 
+def autocast_dtype(args) -> torch.dtype | None:
+    """The contenders' autocast dtype (None: float32); `auto` is the training loop's `dtype: auto` rule."""
+    from ..training import auto_mixed_precision
+
+    if args.dtype == "auto":
+        return torch.bfloat16 if auto_mixed_precision(torch.device(args.device).type) == "bf16" else None
+    return {"float32": None, "bfloat16": torch.bfloat16}[args.dtype]
+
+
 def mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float) -> float:
     """Model FLOPs utilisation: achieved model FLOP/s over the device's peak."""
     return flops_per_token * tokens_per_s / peak_flops
@@ -222,7 +231,8 @@ def dry_run(args) -> str:
     from ..training import device_peak_flops
 
     device = torch.device(args.device)
-    peak = device_peak_flops(device)[1] if device.type == "cpu" or torch.cuda.is_available() else \
+    dtype = autocast_dtype(args) or torch.float32
+    peak = device_peak_flops(device, dtype)[1] if device.type == "cpu" or torch.cuda.is_available() else \
         f"{args.device} absent here: the GPU's entry of hf_nanogpt.training.GPU_PEAKS"
     lines = [f"train benchmark plan: depth {args.depth}, head_dim {args.head_dim}, batch {args.batch} x {args.seq_len}, "
              f"vocab {args.vocab_size}, {args.device}; MFU peak: {peak}"]
@@ -239,7 +249,7 @@ def run(args) -> dict[str, dict]:
     """Best result of each contender: {label: {tokens_per_s, peak_mb, params, flops_per_token, mfu, ...}}."""
     from ..training import device_peak_flops
 
-    peak, peak_source = device_peak_flops(torch.device(args.device))
+    peak, peak_source = device_peak_flops(torch.device(args.device), autocast_dtype(args) or torch.float32)
     ctx = mp.get_context("spawn")
     best: dict[str, dict] = {}
     for _ in range(args.repeats):
@@ -261,8 +271,9 @@ def run(args) -> dict[str, dict]:
 def format_report(best: dict, args) -> str:
     base = best[BASELINE]
     accum = f" x {args.accum} micro-batches per optimizer step" if args.accum > 1 else ""
+    dtype = {None: "float32", torch.bfloat16: "bf16 autocast"}[autocast_dtype(args)]
     lines = [f"train benchmark: depth {args.depth}, batch {args.batch} x {args.seq_len} tokens{accum}, vocab {args.vocab_size}, "
-             f"{args.device}, best of {args.windows} windows of {args.steps} steps; MFU peak: {best['_peak']['source']}",
+             f"{args.device}, {dtype}, best of {args.windows} windows of {args.steps} steps; MFU peak: {best['_peak']['source']}",
              "", "| contender | params | tokens/s | MFU | peak MB | warm-up s | speed vs llama | memory vs llama |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in best.items():
