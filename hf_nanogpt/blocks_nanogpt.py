@@ -183,10 +183,10 @@ class NanoGPTAttention(nn.Module):
         # On CPUs, PyTorch's flash-attention kernel is slower in bf16 than in fp32 at these sizes (fwd + bwd of
         # (32, 4, 64, 32): 8.7 ms in bf16 vs 2.5 ms in fp32, 2-core EPYC), so under CPU autocast (or with bf16
         # weights) attention runs in fp32 and its output goes back to bf16 for o_proj.
-        low_precision_cpu = q.device.type == "cpu" and (
-            torch.is_autocast_enabled("cpu") or v.dtype in (torch.bfloat16, torch.float16))
+        cpu_autocast = q.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        low_precision_cpu = cpu_autocast or (q.device.type == "cpu" and v.dtype in (torch.bfloat16, torch.float16))
         if low_precision_cpu:  # the dtype the attention would have returned: autocast's, else the values'
-            out_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else v.dtype
+            out_dtype = torch.get_autocast_dtype("cpu") if cpu_autocast else v.dtype
             q, k, v = q.float(), k.float(), v.float()
             if attention_mask is not None and attention_mask.is_floating_point():
                 attention_mask = attention_mask.float()
