@@ -425,7 +425,11 @@ MOE_HYBRID = dict(window_pattern="ML", num_experts=4, num_shared_experts=1, mamb
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optim,arch", [({}, {}), ({"lookahead_k": 2}, {}), ({}, MOE_HYBRID)],
+# Polar Express in float32: in bf16 a 1e-7 difference between the sharded and whole paths (torch's fused AdamW
+# kernel here, its per-tensor loop on shards) can flip a bf16 rounding, and 3 steps of a tiny model amplify it
+@pytest.mark.parametrize("optim,arch", [({"ns_dtype": torch.float32}, {}),
+                                        ({"lookahead_k": 2, "ns_dtype": torch.float32}, {}),
+                                        ({"ns_dtype": torch.float32}, MOE_HYBRID)],
                          ids=["muon_adamw", "lookahead", "moe_hybrid"])
 def test_fsdp2_sharded_update_and_checkpoint_match_unsharded(tmp_path, optim, arch):
     model = tiny(**arch)
@@ -454,5 +458,5 @@ def test_fsdp2_sharded_update_and_checkpoint_match_unsharded(tmp_path, optim, ar
             if isinstance(value, torch.Tensor) and value.ndim:
                 ref = opt.slow[names[name]] if key == "lookahead_slow" else opt.state[names[name]][key]
                 torch.testing.assert_close(value, ref, rtol=1e-4, atol=1e-4, msg=f"{name} {key}")
-    if optim:
+    if optim.get("lookahead_k"):
         assert any("lookahead_slow" in state for state in got["optim"].values())
