@@ -32,9 +32,10 @@ Built in:
   (Szegedy et al. 2016, arXiv:1512.00567).
 
 This file travels as remote code next to saved checkpoints (the modeling file imports it with a
-single-dot relative import), so it imports only torch.
+single-dot relative import), so it imports only torch and the standard library.
 """
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -134,20 +135,36 @@ def chunk_rows(rows: int, width: int, vocab: int, device: torch.device) -> int:
 _CONSTANT_MAX_SOFTCAP = 30.0
 
 
+# CPU only, per thread (two threads may compute losses at once): the two blocks of the last call,
+# {(dtype, rows, vocab): (zbuf, sbuf)}, reused by the next call of that size.
+_CPU_BLOCKS = threading.local()
+
+
 def block_buffers(h: torch.Tensor, w: torch.Tensor, rows: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two reusable (rows, V) blocks for `_block`, in the loss dtype (float32, or float64 for float64 inputs).
-    A fresh 8 MiB tensor per block costs page faults on every first touch (measured: a new (256, 8192) product took 41 ms where one written in place took
-    27 ms on the 2-core build machine), so the blocks are allocated once per call and overwritten."""
+
+    A fresh 8 MiB tensor costs page faults on every first touch (measured: a new (256, 8192) product took
+    41 ms where one written in place took 27 ms on the 2-core build machine), so the blocks are allocated
+    once per call and overwritten; on a CPU, where no caching allocator keeps freed memory mapped, they are
+    also kept for the next call of the same size (one entry: a new size replaces it).
+    """
     dtype = torch.promote_types(torch.promote_types(h.dtype, w.dtype), torch.float32)
-    return (torch.empty(rows, vocab, dtype=dtype, device=h.device),
-            torch.empty(rows, vocab, dtype=dtype, device=h.device))
+    if h.device.type != "cpu":
+        return (torch.empty(rows, vocab, dtype=dtype, device=h.device),
+                torch.empty(rows, vocab, dtype=dtype, device=h.device))
+    key = (dtype, rows, vocab)
+    cached = getattr(_CPU_BLOCKS, "blocks", {})
+    if key not in cached:
+        cached = _CPU_BLOCKS.blocks = {key: (torch.empty(rows, vocab, dtype=dtype), torch.empty(rows, vocab, dtype=dtype))}
+    return cached[key]
 
 
 def _block(h, w, y, mask, softcap, terms, want_grad, scale, bufs):
     """One block of positions: h (n, d), w (V, d) -> (ce sum, term sums, grad of z (n, V) scaled, or None).
 
     `w` is the head already divided by the softcap c (so the matmul gives z / c and the cap is one tanh
-    in place), h and w in the matmul's dtype (`head_operands`), autocast off; `bufs` are two (>= n, V) blocks from `block_buffers`, overwritten. The gradient of
+    in place), h and w in the matmul's dtype (`head_operands`), autocast off; `bufs` are two (>= n, V)
+    blocks from `block_buffers`, overwritten. The gradient of
     the cross-entropy through the softcap is written out, in place, in about seven passes over the (n, V)
     block (autograd would keep a graph of several (n, V) tensors); extra terms go through autograd on the
     block.

@@ -455,3 +455,42 @@ def test_attention_runs_in_float32_on_cpu_under_bf16():
             assert seen and all(s == {torch.float32, "plain"} for s in seen), (low_precision, seen)
             assert outputs and set(outputs) == {torch.bfloat16}, (low_precision, outputs)
             torch.testing.assert_close(logits.float(), ref, rtol=0.05, atol=0.05)  # bf16 matmuls' rounding
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_cpu_rms_norm_matches_torch_forward_and_backward(dtype, tol):
+    """The two-pass CPU RMSNorm (blocks_nanogpt.CPURMSNorm) is F.rms_norm, values and gradients; the norm
+    module picks it only for eager CPU training."""
+    from hf_nanogpt.blocks_nanogpt import CPURMSNorm, NanoGPTRMSNorm
+
+    torch.manual_seed(0)
+    x = (torch.randn(3, 5, 48, dtype=torch.float64) * 3).to(dtype).requires_grad_()
+    g = torch.randn(3, 5, 48, dtype=torch.float64).to(dtype)
+    ours = CPURMSNorm.apply(x, 1e-6)
+    (gx,) = torch.autograd.grad(ours, x, g)
+    ref = F.rms_norm(x, (48,), eps=1e-6)
+    (gr,) = torch.autograd.grad(ref, x, g)
+    assert ours.dtype == gx.dtype == dtype
+    torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(gx, gr, rtol=tol, atol=tol)
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(lambda t: CPURMSNorm.apply(t, 1e-6), (x.detach()[:1, :2].requires_grad_(),))
+    norm = NanoGPTRMSNorm(1e-6)
+    assert norm(x).grad_fn.name().startswith("CPURMSNorm")
+    with torch.no_grad():
+        assert norm(x).grad_fn is None
+
+
+def test_rotary_tables_follow_autocast():
+    """Under autocast the cos/sin tables come in autocast's dtype (nanochat rotates bf16 q/k in bf16), so the
+    rotation neither promotes q/k to float32 nor copies them; without autocast they keep the input dtype."""
+    from hf_nanogpt.blocks_nanogpt import NanoGPTRotaryEmbedding
+
+    rope = NanoGPTRotaryEmbedding(NanoGPTConfig(vocab_size=V, hidden_size=32, num_hidden_layers=1,
+                                                num_attention_heads=2))
+    x, pos = torch.zeros(1, 4, 32), torch.arange(4)[None]
+    assert {t.dtype for t in rope(x, pos)} == {torch.float32}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cos, sin = rope(x, pos)
+    assert cos.dtype == sin.dtype == torch.bfloat16
+    torch.testing.assert_close(cos.float(), rope(x, pos)[0], rtol=0, atol=4e-3)
