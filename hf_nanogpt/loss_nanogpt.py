@@ -135,13 +135,15 @@ def chunk_rows(rows: int, width: int, vocab: int, device: torch.device) -> int:
 _CONSTANT_MAX_SOFTCAP = 30.0
 
 
-# CPU only, per thread (two threads may compute losses at once): the two blocks of the last call,
-# {(dtype, rows, vocab): (zbuf, sbuf)}, reused by the next call of that size.
+# CPU only, per thread (two threads may compute losses at once): the blocks of the last call,
+# {(dtype, rows, vocab, grad dtype): blocks}, reused by the next call of that size.
 _CPU_BLOCKS = threading.local()
 
 
-def block_buffers(h: torch.Tensor, w: torch.Tensor, rows: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two reusable (rows, V) blocks for `_block`, in the loss dtype (float32, or float64 for float64 inputs).
+def block_buffers(h: torch.Tensor, w: torch.Tensor, rows: int, vocab: int, grad_dtype: torch.dtype | None = None
+                  ) -> tuple[torch.Tensor, ...]:
+    """Reusable (rows, V) blocks: two for `_block` in the loss dtype (float32, or float64 for float64 inputs),
+    and with `grad_dtype` (other than the loss dtype) a third for the gradient block cast to that dtype.
 
     A fresh 8 MiB tensor costs page faults on every first touch (measured: a new (256, 8192) product took
     41 ms where one written in place took 27 ms on the 2-core build machine), so the blocks are allocated
@@ -149,25 +151,28 @@ def block_buffers(h: torch.Tensor, w: torch.Tensor, rows: int, vocab: int) -> tu
     also kept for the next call of the same size (one entry: a new size replaces it).
     """
     dtype = torch.promote_types(torch.promote_types(h.dtype, w.dtype), torch.float32)
+    dtypes = (dtype, dtype) + ((grad_dtype,) if grad_dtype not in (None, dtype) else ())
     if h.device.type != "cpu":
-        return (torch.empty(rows, vocab, dtype=dtype, device=h.device),
-                torch.empty(rows, vocab, dtype=dtype, device=h.device))
-    key = (dtype, rows, vocab)
+        return tuple(torch.empty(rows, vocab, dtype=d, device=h.device) for d in dtypes)
+    key = (rows, vocab, dtypes)
     cached = getattr(_CPU_BLOCKS, "blocks", {})
     if key not in cached:
-        cached = _CPU_BLOCKS.blocks = {key: (torch.empty(rows, vocab, dtype=dtype), torch.empty(rows, vocab, dtype=dtype))}
+        cached = _CPU_BLOCKS.blocks = {key: tuple(torch.empty(rows, vocab, dtype=d) for d in dtypes)}
     return cached[key]
 
 
 def _block(h, w, y, mask, softcap, terms, want_grad, scale, bufs):
-    """One block of positions: h (n, d), w (V, d) -> (ce sum, term sums, grad of z (n, V) scaled, or None).
+    """One block of positions: h (n, d), w (V, d) -> (ce sum, term sums, gradient or None).
+
+    The gradient of z (n, V) is a pair (g, r): g itself when r is None, else g * r[:, None] (r (n,) is
+    the per-row factor, left for the caller to fold into its cast).
 
     `w` is the head already divided by the softcap c (so the matmul gives z / c and the cap is one tanh
-    in place), h and w in the matmul's dtype (`head_operands`), autocast off; `bufs` are two (>= n, V)
-    blocks from `block_buffers`, overwritten. The gradient of
-    the cross-entropy through the softcap is written out, in place, in about seven passes over the (n, V)
-    block (autograd would keep a graph of several (n, V) tensors); extra terms go through autograd on the
-    block.
+    in place), h and w in the matmul's dtype (`head_operands`), autocast off; `bufs[:2]` are two (>= n, V)
+    blocks from `block_buffers`, overwritten. Loss and gradient of the cross-entropy through the softcap
+    take seven passes over the (n, V) block in place (upcast, tanh, shift, exp, sum, 1 - t^2, product; the
+    row factor rides on the caller's cast), where autograd would keep a graph of several (n, V) tensors;
+    extra terms go through autograd on the block.
     """
     n = h.shape[0]
     zbuf, sbuf = bufs[0][:n], bufs[1][:n]
@@ -207,15 +212,20 @@ def _block(h, w, y, mask, softcap, terms, want_grad, scale, bufs):
     ce = ((lse - s_y) * mask).sum()
     if not want_grad:
         return ce, sums, None
-    # d nll / d s = softmax - onehot(y), times mask / n per row, in two passes over the block
     row = mask * scale
-    g = p.mul_((row / total)[:, None])
-    g[rows, y0] -= row
-    if g_extra is not None:
+    if g_extra is not None:  # d nll / d s = softmax - onehot(y), times mask / n per row; plus the terms'
+        g = p.mul_((row / total)[:, None])
+        g[rows, y0] -= row
         g.add_(g_extra)
-    if t is not None:  # d s / d z = 1 - t^2: g - g * t^2
-        g.addcmul_(g, t.mul_(t), value=-1.0)
-    return ce, sums, g
+        if t is not None:  # d s / d z = 1 - t^2: g - g * t^2
+            g.addcmul_(g, t.mul_(t), value=-1.0)
+        return ce, sums, (g, None)
+    # Without terms the per-row factor r = mask / (n total) comes out: grad z = r (p - total onehot(y)) (1 - t^2).
+    # The caller applies r in the pass that casts the block to the matmul dtype, saving a pass over the block.
+    p[rows, y0] -= total
+    if t is not None:
+        p.mul_(torch.addcmul(p.new_ones(()), t, t, value=-1.0, out=t))  # 1 - t^2 written over t, then times p
+    return ce, sums, (p, row / total)
 
 
 def _matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -247,7 +257,7 @@ class _FusedLinearLoss(torch.autograd.Function):
         w = weight[:vocab_size]
         h_c, w_cap, cdtype = head_operands(hidden, w, softcap)  # the forward's: z / c straight from the matmul
         w_c = w.to(cdtype)  # the backward matmuls' head
-        bufs = block_buffers(hidden, w, min(chunk, hidden.shape[0]), vocab_size)
+        bufs = block_buffers(hidden, w, min(chunk, hidden.shape[0]), vocab_size, cdtype)
         mask = targets != IGNORE_INDEX
         grad_h = torch.empty_like(hidden)
         # float32 (at least) accumulation over blocks; rows >= vocab_size get no gradient. No zero fill: the
@@ -260,11 +270,14 @@ class _FusedLinearLoss(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):  # dtypes are explicit here
             for i in range(0, hidden.shape[0], chunk):
                 h, y = h_c[i:i + chunk], targets[i:i + chunk]
-                part, term_sums, g = _block(h, w_cap, y, mask[i:i + chunk], softcap, terms, True, 1.0 / n, bufs)
+                part, term_sums, (g, r) = _block(h, w_cap, y, mask[i:i + chunk], softcap, terms, True, 1.0 / n, bufs)
                 ce += part
                 for k, v in term_sums.items():
                     sums[k] += v
-                g = g.to(cdtype)
+                if r is not None:  # the row factor and the cast to the matmul dtype in one pass
+                    g = g.mul_(r[:, None]) if g.dtype == cdtype else torch.mul(g, r[:, None], out=bufs[2][:g.shape[0]])
+                else:
+                    g = g.to(cdtype)
                 if grad_h.dtype == cdtype:
                     torch.mm(g, w_c, out=grad_h[i:i + chunk])  # (n, d), written in place
                 else:

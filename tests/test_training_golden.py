@@ -14,6 +14,14 @@ step-1 loss by 2e-4 and step 4 by 0.5% (measured; a likely cause: AdamW's first 
 lr 0.5, follow the sign of near-cancelling gradients). So a change that only reorders float32 arithmetic also
 fails here; regenerate when the new numerics are proven equal elsewhere (tests/test_loss_nanogpt.py
 compares the loss paths in float64 to 1e-12).
+
+The cause is now pinned down: at init every block's output projection is zero, so the final RMSNorm sees
+a multiple of the embedding and the loss is exactly invariant to the residual/x0 scalars; their gradients
+are pure rounding noise (~1e-10), and AdamW with eps 1e-10 (nanochat's) turns that noise into steps of
+~0.3 lr. Different CPU kernels (AVX2, AVX-512, AMX) give different noise, hence different curves. The
+golden file records the CPU family it was made on: on that family the curve must hold to 2e-4; on another
+the first two losses must hold to 2e-3 and the mean of the last ten to 2% (measured across families:
+0.5%), which still catches a changed learning rate, schedule or loss.
 """
 
 import json
@@ -32,6 +40,15 @@ GOLDEN = Path(__file__).resolve().parent / "golden" / "tiny_loss_curve.json"
 STEPS = 20
 
 
+def cpu_family() -> str:
+    """The widest matmul instruction set torch reports here: amx_bf16, avx512_bf16, avx512 or avx2."""
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    for name in ("amx_bf16", "avx512_bf16"):
+        if caps.get(name):
+            return name
+    return "avx512" if caps.get("avx512_f") else "avx2"
+
+
 @pytest.mark.slow
 def test_tiny_recipe_reproduces_the_golden_loss_curve(tmp_path, tiny_tokenizer_dir):
     recipe = parse_recipe([str(REPO / "recipes" / "tiny.yaml"), f"--num_iterations={STEPS}", "--eval_every=-1",
@@ -45,9 +62,16 @@ def test_tiny_recipe_reproduces_the_golden_loss_curve(tmp_path, tiny_tokenizer_d
     if os.environ.get("HF_NANOGPT_REGENERATE_GOLDEN") == "1":
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps({"recipe": "recipes/tiny.yaml", "steps": STEPS, "torch": torch.__version__,
-                                      "transformers": transformers.__version__, "losses": losses}, indent=1) + "\n")
+                                      "transformers": transformers.__version__, "cpu": cpu_family(),
+                                      "losses": losses}, indent=1) + "\n")
         pytest.skip(f"regenerated {GOLDEN} on purpose; commit it with the change that moved the numerics")
     golden = json.loads(GOLDEN.read_text())
+    if golden.get("cpu") != cpu_family():  # other kernels, other rounding noise: see the docstring
+        got, want = torch.tensor(losses), torch.tensor(golden["losses"])
+        torch.testing.assert_close(got[:2], want[:2], rtol=2e-3, atol=0)
+        torch.testing.assert_close(got[-10:].mean(), want[-10:].mean(), rtol=2e-2, atol=0,
+                                   msg=lambda m: f"the loss curve made on {golden.get('cpu')} moved on {cpu_family()}:\n{m}")
+        return
     # float32 rounding differs a little between torch builds and CPU kernels; a real change to the
     # numerics moves the losses by far more (the curve falls from ~6.9 by about 0.1 per step)
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(golden["losses"]), rtol=2e-4, atol=0,
