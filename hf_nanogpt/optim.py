@@ -234,7 +234,7 @@ class MuonAdamW(torch.optim.Optimizer):
                  weight_decay: float = 0.0, variant: str = "nanochat", beta2: float = 0.9,
                  ns_dtype: torch.dtype | None = None):
         self.ns_dtype = ns_dtype
-        self.scratch: dict = {}  # (R, C) -> reused buffers of that shape's stack; not part of the state
+        self.scratch: dict = {}  # CPU only: (R, C) -> reused buffers of that shape's stack; not part of the state
         for group in param_groups:
             name = group.get("name", "?")
             if group.get("kind") not in ("muon", "adamw"):
@@ -276,12 +276,16 @@ class MuonAdamW(torch.optim.Optimizer):
             # nanochat's normalisations run in float32 whatever the weights' dtype; keller's in the grads'
             dtype = torch.float32 if nanochat else params[members[0]].grad.dtype
             device = params[members[0]].to_local().device if is_dtensor(params[members[0]]) else params[members[0]].device
-            # the stack and Polar Express's buffers live on from step to step (`scratch`, never saved)
-            scratch = self.scratch.setdefault((rows, cols), {})
+            # On a CPU the stack and Polar Express's buffers live on from step to step (`scratch`, never saved):
+            # fresh multi-MiB tensors cost page faults there. A GPU's caching allocator already reuses memory,
+            # and keeping every shape's buffers at once would cost ~8 bytes per matrix parameter there.
+            scratch = self.scratch.setdefault((rows, cols), {}) if device.type == "cpu" else {}
             shape = (sum(counts), rows, cols)
             full = scratch.get("full")
             if full is None or full.shape != shape or full.dtype != dtype or full.device != device:
-                full = scratch["full"] = torch.empty(shape, dtype=dtype, device=device)  # (k, R, C)
+                full = torch.empty(shape, dtype=dtype, device=device)  # (k, R, C)
+                if device.type == "cpu":
+                    scratch["full"] = full
             offsets = [0]
             for i, k in zip(members, counts):
                 p, j = params[i], offsets[-1]
@@ -302,7 +306,7 @@ class MuonAdamW(torch.optim.Optimizer):
                 moments = [self._second_moment(params[i], rows, cols) for i in members]
                 stacked = torch.cat([m.view(-1, *m.shape[-2:]) for m in moments])  # (k, R, 1) or (k, 1, C)
                 direction = nanochat_muon_direction(full, stacked, group["beta2"], group["ns_steps"], self.ns_dtype,
-                                                    scratch.setdefault("direction", {}))
+                                                    scratch.setdefault("direction", {}) if device.type == "cpu" else None)
                 for m, j, k in zip(moments, offsets, counts):
                     m.copy_(stacked[j:j + k].view(m.shape))
             else:
