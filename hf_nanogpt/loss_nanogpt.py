@@ -171,8 +171,8 @@ def _block(h, w, y, mask, softcap, terms, want_grad, scale, bufs):
     in place), h and w in the matmul's dtype (`head_operands`), autocast off; `bufs[:2]` are two (>= n, V)
     blocks from `block_buffers`, overwritten. Loss and gradient of the cross-entropy through the softcap
     take seven passes over the (n, V) block in place (upcast, tanh, shift, exp, sum, 1 - t^2, product; the
-    caller applies the row factor to the (n, d) sides of its matmuls), where autograd would keep a graph of several (n, V) tensors;
-    extra terms go through autograd on the block.
+    caller applies the row factor to the (n, d) sides of its matmuls), where autograd would keep a graph of
+    several (n, V) tensors; extra terms go through autograd on the block.
     """
     n = h.shape[0]
     zbuf, sbuf = bufs[0][:n], bufs[1][:n]

@@ -275,7 +275,8 @@ class MuonAdamW(torch.optim.Optimizer):
             counts = [params[i].shape[0] if params[i].ndim == 3 else 1 for i in members]
             # nanochat's normalisations run in float32 whatever the weights' dtype; keller's in the grads'
             dtype = torch.float32 if nanochat else params[members[0]].grad.dtype
-            device = params[members[0]].to_local().device if is_dtensor(params[members[0]]) else params[members[0]].device
+            first = params[members[0]]
+            device = first.to_local().device if is_dtensor(first) else first.device
             # On a CPU the stack and Polar Express's buffers live on from step to step (`scratch`, never saved):
             # fresh multi-MiB tensors cost page faults there. A GPU's caching allocator already reuses memory,
             # and keeping every shape's buffers at once would cost ~8 bytes per matrix parameter there.
@@ -305,8 +306,9 @@ class MuonAdamW(torch.optim.Optimizer):
             if nanochat:
                 moments = [self._second_moment(params[i], rows, cols) for i in members]
                 stacked = torch.cat([m.view(-1, *m.shape[-2:]) for m in moments])  # (k, R, 1) or (k, 1, C)
+                kept = scratch.setdefault("direction", {}) if device.type == "cpu" else None
                 direction = nanochat_muon_direction(full, stacked, group["beta2"], group["ns_steps"], self.ns_dtype,
-                                                    scratch.setdefault("direction", {}) if device.type == "cpu" else None)
+                                                    kept)
                 for m, j, k in zip(moments, offsets, counts):
                     m.copy_(stacked[j:j + k].view(m.shape))
             else:

@@ -70,7 +70,8 @@ def test_tiny_recipe_reproduces_the_golden_loss_curve(tmp_path, tiny_tokenizer_d
         got, want = torch.tensor(losses), torch.tensor(golden["losses"])
         torch.testing.assert_close(got[:2], want[:2], rtol=2e-3, atol=0)
         torch.testing.assert_close(got[-10:].mean(), want[-10:].mean(), rtol=2e-2, atol=0,
-                                   msg=lambda m: f"the loss curve made on {golden.get('cpu')} moved on {cpu_family()}:\n{m}")
+                                   msg=lambda m: f"the loss curve made on {golden.get('cpu')} moved on "
+                                                 f"{cpu_family()}:\n{m}")
         return
     # float32 rounding differs a little between torch builds and CPU kernels; a real change to the
     # numerics moves the losses by far more (the curve falls from ~6.9 by about 0.1 per step)
