@@ -20,8 +20,9 @@ a multiple of the embedding and the loss is exactly invariant to the residual/x0
 are pure rounding noise (~1e-10), and AdamW with eps 1e-10 (nanochat's) turns that noise into steps of
 ~0.3 lr. Different CPU kernels (AVX2, AVX-512, AMX) give different noise, hence different curves. The
 golden file records the CPU family it was made on: on that family the curve must hold to 2e-4; on another
-the first two losses must hold to 2e-3 and the mean of the last ten to 2% (measured across families:
-0.5%), which still catches a changed learning rate, schedule or loss.
+the first two losses must hold to 1e-3 and the mean of the last ten to 1% (measured across families: 1.4e-4
+and 0.5%). That cross-family check is coarse: it catches embedding_lr 0.2 -> 0.3 (step 2 moves 3.5e-3) but
+not matrix_lr 0.02 -> 0.03 (1e-4 and 0.45%, inside the kernels' noise); the strict check catches both.
 """
 
 import json
@@ -68,8 +69,8 @@ def test_tiny_recipe_reproduces_the_golden_loss_curve(tmp_path, tiny_tokenizer_d
     golden = json.loads(GOLDEN.read_text())
     if golden.get("cpu") != cpu_family():  # other kernels, other rounding noise: see the docstring
         got, want = torch.tensor(losses), torch.tensor(golden["losses"])
-        torch.testing.assert_close(got[:2], want[:2], rtol=2e-3, atol=0)
-        torch.testing.assert_close(got[-10:].mean(), want[-10:].mean(), rtol=2e-2, atol=0,
+        torch.testing.assert_close(got[:2], want[:2], rtol=1e-3, atol=0)
+        torch.testing.assert_close(got[-10:].mean(), want[-10:].mean(), rtol=1e-2, atol=0,
                                    msg=lambda m: f"the loss curve made on {golden.get('cpu')} moved on "
                                                  f"{cpu_family()}:\n{m}")
         return
