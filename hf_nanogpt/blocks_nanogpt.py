@@ -194,9 +194,10 @@ class NanoGPTAttention(nn.Module):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         bsz, seq_len, _ = hidden_states.shape
-        if torch.is_autocast_enabled(hidden_states.device.type):
-            # cast the normed input once: autocast would cast it again for each of q, k and v
-            hidden_states = hidden_states.to(torch.get_autocast_dtype(hidden_states.device.type))
+        if hidden_states.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # cast the normed input once: autocast would cast it again for each of q, k and v. CPU only: the
+            # three gradients then sum in bf16, not float32; GPUs keep nanochat's structure (the casts are cheap)
+            hidden_states = hidden_states.to(torch.get_autocast_dtype("cpu"))
         q = self.q_proj(hidden_states).view(bsz, seq_len, -1, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
         k = self.k_proj(hidden_states).view(bsz, seq_len, -1, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
         v = self.v_proj(hidden_states).view(bsz, seq_len, -1, self.head_dim)  # (B, T, nkv, hd)
