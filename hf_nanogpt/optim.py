@@ -131,33 +131,35 @@ def polar_express(g: torch.Tensor, steps: int = 5, dtype: torch.dtype | None = N
     return polar_express_iterations(x / (x.norm(dim=(-2, -1), keepdim=True) * 1.01 + 1e-6), steps)
 
 
-def polar_express_iterations(x: torch.Tensor, steps: int = 5, scratch: dict | None = None) -> torch.Tensor:
-    """The Polar Express polynomial steps on an already normalised stack x (k, R, C), in x's dtype.
+def reusable_empty(scratch: dict | None, name: str, shape, dtype: torch.dtype, device) -> torch.Tensor:
+    """An uninitialised tensor of this shape, dtype and device: `scratch[name]` when it is one, else a new one,
+    kept there for the next call when `scratch` is a dict (None: always new, nothing kept)."""
+    t = None if scratch is None else scratch.get(name)
+    if t is None or t.shape != torch.Size(shape) or t.dtype != dtype or t.device != torch.device(device):
+        t = torch.empty(shape, dtype=dtype, device=device)
+        if scratch is not None:
+            scratch[name] = t
+    return t
 
-    With `scratch` (a dict this function fills and reuses), every product is written into buffers kept
-    from the last call of the same shape, and x itself is overwritten: on a CPU a fresh multi-MiB tensor
-    per product costs page faults on first touch, as much as the bf16 matmul itself at these sizes.
+
+def polar_express_iterations(x: torch.Tensor, steps: int = 5, scratch: dict | None = None) -> torch.Tensor:
+    """The Polar Express polynomial steps on an already normalised stack x (k, R, C), in x's dtype; x is only read.
+
+    Every product is written into four buffers (the Gram matrix, the polynomial, two (k, R, C) iterates in
+    turn); with `scratch` (a dict, see `reusable_empty`) they are kept from the last call of the same shape:
+    on a CPU a fresh multi-MiB tensor per product costs page faults on first touch, as much as the bf16
+    matmul itself at these sizes.
     """
     tall = x.size(-2) > x.size(-1)
-    m = min(x.shape[-2:])
-    if scratch is None:
-        gram = poly = other = None
-    else:
-        key = (tuple(x.shape), x.dtype, x.device)
-        if scratch.get("key") != key:
-            scratch.clear()
-            scratch.update(key=key, gram=x.new_empty(x.shape[0], m, m), poly=x.new_empty(x.shape[0], m, m),
-                           other=torch.empty_like(x))
-        gram, poly, other = scratch["gram"], scratch["poly"], scratch["other"]
-    for a, b, c in POLAR_EXPRESS_COEFFICIENTS[:steps]:
-        gram = torch.bmm(x.mT, x, out=gram) if tall else torch.bmm(x, x.mT, out=gram)  # (k, m, m)
-        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c, out=poly)  # b A + c A^2
-        if tall:
-            new = torch.baddbmm(x, x, poly, beta=a, out=other)
-        else:
-            new = torch.baddbmm(x, poly, x, beta=a, out=other)
-        if scratch is not None:  # ping-pong between the two (k, R, C) buffers
-            other = x
+    k, m = x.shape[0], min(x.shape[-2:])
+    gram = reusable_empty(scratch, "gram", (k, m, m), x.dtype, x.device)
+    poly = reusable_empty(scratch, "poly", (k, m, m), x.dtype, x.device)
+    iterates = [reusable_empty(scratch, name, x.shape, x.dtype, x.device) for name in ("iterate0", "iterate1")]
+    for i, (a, b, c) in enumerate(POLAR_EXPRESS_COEFFICIENTS[:steps]):
+        torch.bmm(x.mT, x, out=gram) if tall else torch.bmm(x, x.mT, out=gram)  # (k, m, m)
+        torch.baddbmm(gram, gram, gram, beta=b, alpha=c, out=poly)  # b A + c A^2
+        new = iterates[i % 2]
+        torch.baddbmm(x, x, poly, beta=a, out=new) if tall else torch.baddbmm(x, poly, x, beta=a, out=new)
         x = new
     return x
 
@@ -168,7 +170,7 @@ def nanochat_muon_direction(u: torch.Tensor, second_moment: torch.Tensor, beta2:
 
     Updates `second_moment` (k, R, 1) when R >= C else (k, 1, C) in place (NorMuon's EMA) and returns the
     direction X (k, R, C) in float32; the caller applies lr and cautious weight decay. With `scratch` (a
-    dict reused across calls, see `polar_express_iterations`) the direction is written over u.
+    dict reused across calls, see `reusable_empty`) the buffers are kept and the direction is written over u.
 
     The maths is nanochat's four stages; the order of work is not. Off the matmuls, Muon's time is passes
     over (k, R, C) (a 2-core CPU spends more time there than in Polar Express's bf16 matmuls), so every norm
@@ -183,16 +185,9 @@ def nanochat_muon_direction(u: torch.Tensor, second_moment: torch.Tensor, beta2:
     f = (frob / math.sqrt(rows)) / row_norm.clamp(min=1e-6)  # (k, R, 1)
     # 2. Polar Express on X = U' / (1.01 ||U'||_F + 1e-6), U' = f U; ||U'||_F from the row norms of U'
     eq_frob = (row_norm * f).square().sum(dim=(-2, -1), keepdim=True).sqrt()  # (k, 1, 1)
-    ns_dtype = dtype or newton_schulz_dtype(u.device)
-    if scratch is not None and scratch.get("x") is not None and scratch["x"].shape == u.shape \
-            and scratch["x"].dtype == ns_dtype:
-        x = scratch["x"]
-    else:
-        x = torch.empty(u.shape, dtype=ns_dtype, device=u.device)
-        if scratch is not None:
-            scratch["x"] = x
+    x = reusable_empty(scratch, "x", u.shape, dtype or newton_schulz_dtype(u.device), u.device)
     torch.mul(u, f / (eq_frob * 1.01 + 1e-6), out=x)  # cast to the orthogonalisation dtype in the same pass
-    x = polar_express_iterations(x, steps, None if scratch is None else scratch.setdefault("iterations", {}))
+    x = polar_express_iterations(x, steps, scratch)
     # NorMuon's axis: per row (R >= C) or per column; v = mean square along the other axis, in float32
     dim = -1 if rows >= cols else -2
     n = x.size(dim)
@@ -279,14 +274,9 @@ class MuonAdamW(torch.optim.Optimizer):
             device = first.to_local().device if is_dtensor(first) else first.device
             # On a CPU the stack and Polar Express's buffers live on from step to step (`scratch`, never saved):
             # fresh multi-MiB tensors cost page faults there. A GPU's caching allocator already reuses memory,
-            # and keeping every shape's buffers at once would cost ~8 bytes per matrix parameter there.
-            scratch = self.scratch.setdefault((rows, cols), {}) if device.type == "cpu" else {}
-            shape = (sum(counts), rows, cols)
-            full = scratch.get("full")
-            if full is None or full.shape != shape or full.dtype != dtype or full.device != device:
-                full = torch.empty(shape, dtype=dtype, device=device)  # (k, R, C)
-                if device.type == "cpu":
-                    scratch["full"] = full
+            # and keeping every shape's buffers at once would cost ~10 bytes per matrix parameter there.
+            scratch = self.scratch.setdefault((rows, cols), {}) if device.type == "cpu" else None
+            full = reusable_empty(scratch, "full", (sum(counts), rows, cols), dtype, device)  # (k, R, C)
             offsets = [0]
             for i, k in zip(members, counts):
                 p, j = params[i], offsets[-1]
@@ -306,9 +296,8 @@ class MuonAdamW(torch.optim.Optimizer):
             if nanochat:
                 moments = [self._second_moment(params[i], rows, cols) for i in members]
                 stacked = torch.cat([m.view(-1, *m.shape[-2:]) for m in moments])  # (k, R, 1) or (k, 1, C)
-                kept = scratch.setdefault("direction", {}) if device.type == "cpu" else None
                 direction = nanochat_muon_direction(full, stacked, group["beta2"], group["ns_steps"], self.ns_dtype,
-                                                    kept)
+                                                    scratch)
                 for m, j, k in zip(moments, offsets, counts):
                     m.copy_(stacked[j:j + k].view(m.shape))
             else:
@@ -359,7 +348,7 @@ class MuonAdamW(torch.optim.Optimizer):
             exp_avgs.append(state["exp_avg"])
             exp_avg_sqs.append(state["exp_avg_sq"])
         (beta1, beta2) = group["betas"]
-        adamw([p for p in params], [p.grad for p in params], exp_avgs, exp_avg_sqs, [], steps, foreach=False,
+        adamw(params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [], steps, foreach=False,
               fused=fused or None, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
               weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
