@@ -157,15 +157,19 @@ def min_prompt_tokens(messages: list[dict], max_token_bytes: int) -> int:
     """A lower bound on the rendered prompt's length, computed without tokenizing: every token holds at
     most `max_token_bytes` bytes, and each user / assistant turn and tool block adds two control
     tokens (system text is merged into the first user turn). A prompt whose bound already exceeds the
-    context is refused before the tokenizer spends time on it."""
-    count = 2  # <|bos|> ... <|assistant_start|>
+    context is refused before the tokenizer spends time on it.
+
+    The text's bytes are divided once, over the whole prompt: adjacent parts render as one string (two
+    text parts "0" and "0" are the single token "00"), so a ceiling per part could exceed the real count."""
+    control, text_bytes = 2, 0  # <|bos|> ... <|assistant_start|>
     for m in messages:
         content = m["content"]
         parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        count += 0 if m["role"] == "system" else 2
+        control += 0 if m["role"] == "system" else 2
         for p in parts:
-            count += (2 if p["type"] != "text" else 0) + math.ceil(len(p["text"].encode("utf-8")) / max_token_bytes)
-    return count
+            control += 2 if p["type"] != "text" else 0
+            text_bytes += len(p["text"].encode("utf-8"))
+    return control + math.ceil(text_bytes / max_token_bytes)
 
 
 def context_error(prompt_tokens: int, context: int, at_least: bool = False, param: str = "messages") -> ApiError:

@@ -151,3 +151,13 @@ def test_streamed_readable_text_equals_the_whole(tiny_tokenizer, pieces):
     out = [reply.push(i) for i in ids] + [reply.flush()]
     assert "".join(r for _, r in out) == raw
     assert "".join(t for t, _ in out) == readable_text(raw)
+
+
+def test_min_prompt_tokens_counts_adjacent_text_parts_together(tiny_tokenizer):
+    """The case hypothesis found: two assistant text parts "0" and "0" render as "00", one token here, so the
+    bound must not give each part a token of its own."""
+    messages = [{"role": "user", "content": ""},
+                {"role": "assistant", "content": [{"type": "text", "text": "0"}, {"type": "text", "text": "0"}]},
+                {"role": "user", "content": ""}]
+    prompt = render_for_completion(tiny_tokenizer, messages)
+    assert min_prompt_tokens(messages, int(token_bytes(tiny_tokenizer).max())) <= len(prompt)
