@@ -228,6 +228,24 @@ def _block(h, w, y, mask, softcap, terms, want_grad, scale, bufs):
     return ce, sums, (p, row / total)
 
 
+def sum_blocks(h, w, y, mask, softcap, terms, chunk, bufs, dtype, scale=1.0, add_gradients=None):
+    """(ce sum, {term: sum}) over blocks of `chunk` positions of h (N, d) through the head w (V, d) (both as
+    `head_operands` gives them), accumulated in `dtype`, autocast off. With `add_gradients(i, g, r)` each
+    block's gradient of z (scaled by `scale`, see `_block`) goes to it before the next block overwrites it."""
+    ce = h.new_zeros((), dtype=dtype)
+    sums = {name: ce.clone() for name in terms}
+    with torch.autocast(h.device.type, enabled=False):  # dtypes are explicit here
+        for i in range(0, h.shape[0], chunk):
+            part, term_sums, grad = _block(h[i:i + chunk], w, y[i:i + chunk], mask[i:i + chunk], softcap, terms,
+                                           add_gradients is not None, scale, bufs)
+            ce += part
+            for k, v in term_sums.items():
+                sums[k] += v
+            if add_gradients is not None:
+                add_gradients(i, *grad)
+    return ce, sums
+
+
 def _matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     """The dtype autograd's backward matmuls would use: autocast's (bf16) when it is on, else the inputs'."""
     if torch.is_autocast_enabled(hidden.device.type):
@@ -265,31 +283,28 @@ class _FusedLinearLoss(torch.autograd.Function):
         grad_w = torch.empty(weight.shape, dtype=torch.promote_types(weight.dtype, torch.float32),
                              device=weight.device)
         grad_w[vocab_size:].zero_()
-        ce = hidden.new_zeros((), dtype=grad_w.dtype)
-        sums = {name: ce.clone() for name in terms}
-        with torch.autocast(hidden.device.type, enabled=False):  # dtypes are explicit here
-            for i in range(0, hidden.shape[0], chunk):
-                h, y = h_c[i:i + chunk], targets[i:i + chunk]
-                part, term_sums, (g, r) = _block(h, w_cap, y, mask[i:i + chunk], softcap, terms, True, 1.0 / n, bufs)
-                ce += part
-                for k, v in term_sums.items():
-                    sums[k] += v
-                # grad z = diag(r) g: the row factor r (n,) goes on the small sides of the two matmuls,
-                # (n, d) each, instead of a pass over the (n, V) block (a mixed-dtype multiply-and-cast
-                # measured 3x slower than the plain cast on a CPU)
-                g = g if g.dtype == cdtype else bufs[2][:g.shape[0]].copy_(g)  # a kept block: no page faults
-                if grad_h.dtype == cdtype and r is None:
-                    torch.mm(g, w_c, out=grad_h[i:i + chunk])  # (n, d), written in place
-                else:
-                    grad_h[i:i + chunk] = torch.mm(g, w_c)
-                if r is not None:
-                    grad_h[i:i + chunk].mul_(r[:, None].to(grad_h.dtype))
-                    h = (hidden[i:i + chunk] * r[:, None]).to(cdtype)  # (n, d): diag(r) h
-                gw = grad_w[:vocab_size]
-                if grad_w.dtype == cdtype:  # (V, d) (+)= (V, n) @ (n, d)
-                    torch.mm(g.t(), h, out=gw) if i == 0 else gw.addmm_(g.t(), h)
-                else:
-                    gw.copy_(torch.mm(g.t(), h)) if i == 0 else gw.add_(torch.mm(g.t(), h))
+
+        def add_gradients(i: int, g: torch.Tensor, r: torch.Tensor | None) -> None:
+            # grad z = diag(r) g: the row factor r (n,) goes on the small sides of the two matmuls,
+            # (n, d) each, instead of a pass over the (n, V) block (a mixed-dtype multiply-and-cast
+            # measured 3x slower than the plain cast on a CPU)
+            h = h_c[i:i + chunk]
+            g = g if g.dtype == cdtype else bufs[2][:g.shape[0]].copy_(g)  # a kept block: no page faults
+            if grad_h.dtype == cdtype and r is None:
+                torch.mm(g, w_c, out=grad_h[i:i + chunk])  # (n, d), written in place
+            else:
+                grad_h[i:i + chunk] = torch.mm(g, w_c)
+            if r is not None:
+                grad_h[i:i + chunk].mul_(r[:, None].to(grad_h.dtype))
+                h = (hidden[i:i + chunk] * r[:, None]).to(cdtype)  # (n, d): diag(r) h
+            gw = grad_w[:vocab_size]
+            if grad_w.dtype == cdtype:  # (V, d) (+)= (V, n) @ (n, d)
+                torch.mm(g.t(), h, out=gw) if i == 0 else gw.addmm_(g.t(), h)
+            else:
+                gw.copy_(torch.mm(g.t(), h)) if i == 0 else gw.add_(torch.mm(g.t(), h))
+
+        ce, sums = sum_blocks(h_c, w_cap, targets, mask, softcap, terms, chunk, bufs, grad_w.dtype, 1.0 / n,
+                              add_gradients)
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
         parts = [ce / n, *(sums[k] / n for k in terms)]
         ctx.mark_non_differentiable(*parts)
@@ -332,13 +347,6 @@ def fused_causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         return loss, dict(zip(("ce", *terms), parts))
     bufs = block_buffers(h, weight, min(chunk, h.shape[0]), V)
     h, w, _ = head_operands(h, weight[:V], softcap)
-    ce, sums = h.new_zeros((), dtype=bufs[0].dtype), {name: 0.0 for name in terms}
-    with torch.autocast(h.device.type, enabled=False):
-        for i in range(0, h.shape[0], chunk):
-            part, term_sums, _ = _block(h[i:i + chunk], w, y[i:i + chunk], mask[i:i + chunk], softcap, terms, False,
-                                        1.0, bufs)
-            ce += part
-            for k, v in term_sums.items():
-                sums[k] = sums[k] + v
+    ce, sums = sum_blocks(h, w, y, mask, softcap, terms, chunk, bufs, bufs[0].dtype)
     parts = {"ce": ce / n, **{k: v / n for k, v in sums.items()}}
     return sum(parts.values()), parts
