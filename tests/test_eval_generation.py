@@ -34,11 +34,11 @@ def test_load_pairs_checks_every_line(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text('{"prompt": "a", "reference": "b"}\n\n{"prompt": "c", "reference": ["d"]}\n')
     assert load_pairs(good) == [{"prompt": "a", "references": ["b"]}, {"prompt": "c", "references": ["d"]}]
-    cases = {'{"prompt": "a"}': r"bad.jsonl:1: 'reference' must be a string",
-             '{"reference": "b"}': r"bad.jsonl:1: expected an object with a string 'prompt'",
-             "not json": r"bad.jsonl:1: not valid JSON",
+    cases = {'{"prompt": "a"}': r"bad.jsonl, line 1: 'reference' must be a string",
+             '{"reference": "b"}': r"bad.jsonl, line 1: expected an object with a string 'prompt'",
+             "not json": r"bad.jsonl, line 1: not valid JSON",
              '{"prompt": "a", "reference": ["b"]}\n{"prompt": "c", "reference": ["d", "e"]}':
-                 r"bad.jsonl:2: 2 references, but earlier rows have 1"}
+                 r"bad.jsonl, line 2: 2 references, but earlier rows have 1"}
     for text, message in cases.items():
         (tmp_path / "bad.jsonl").write_text(text + "\n")
         with pytest.raises(ValueError, match=message):

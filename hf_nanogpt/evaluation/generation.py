@@ -12,31 +12,26 @@ numbers are comparable with any other sacrebleu report. `evaluate.load("bleu")` 
 script from the Hub; sacrebleu runs offline.
 """
 
-import json
 from pathlib import Path
 
 
 def load_pairs(path) -> list[dict]:
     """Rows `{"prompt": str, "references": [str, ...]}` of a jsonl file; errors name the file and line."""
+    from ..tasks.base import iter_jsonl
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"generation data {path} does not exist")
     rows, n_refs = [], None
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+    for lineno, row in iter_jsonl(path):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise ValueError(f"{path}:{lineno}: expected an object with a string 'prompt'")
+            raise ValueError(f"{path}, line {lineno}: expected an object with a string 'prompt'")
         refs = row.get("reference")
         refs = [refs] if isinstance(refs, str) else refs
         if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
-            raise ValueError(f"{path}:{lineno}: 'reference' must be a string or a non-empty list of strings")
+            raise ValueError(f"{path}, line {lineno}: 'reference' must be a string or a non-empty list of strings")
         if n_refs is not None and len(refs) != n_refs:
-            raise ValueError(f"{path}:{lineno}: {len(refs)} references, but earlier rows have {n_refs} "
+            raise ValueError(f"{path}, line {lineno}: {len(refs)} references, but earlier rows have {n_refs} "
                              "(sacrebleu needs the same number for every row)")
         n_refs = len(refs)
         rows.append({"prompt": row["prompt"], "references": refs})
