@@ -152,6 +152,11 @@ _CONSTANT_MAX_SOFTCAP = 30.0
 _CPU_BLOCKS = threading.local()
 
 
+def block_dtype(h: torch.Tensor, w: torch.Tensor) -> torch.dtype:
+    """The dtype of the loss blocks (`block_buffers`' first two): float32, or float64 for float64 inputs."""
+    return torch.promote_types(torch.promote_types(h.dtype, w.dtype), torch.float32)
+
+
 def block_buffers(h: torch.Tensor, w: torch.Tensor, rows: int, vocab: int, grad_dtype: torch.dtype | None = None,
                   grad_rows: int | None = None) -> tuple[torch.Tensor, ...]:
     """Reusable (rows, V) blocks: two for `_block` in the loss dtype (float32, or float64 for float64 inputs),
@@ -163,7 +168,7 @@ def block_buffers(h: torch.Tensor, w: torch.Tensor, rows: int, vocab: int, grad_
     once per call and overwritten; on a CPU, where no caching allocator keeps freed memory mapped, they are
     also kept for the next call of the same size (one entry: a new size replaces it).
     """
-    dtype = torch.promote_types(torch.promote_types(h.dtype, w.dtype), torch.float32)
+    dtype = block_dtype(h, w)
     shapes = [(rows, dtype), (rows, dtype)]
     if grad_dtype not in (None, dtype):
         shapes.append((grad_rows or rows, grad_dtype))
@@ -299,11 +304,13 @@ class _FusedLinearLoss(torch.autograd.Function):
                              device=weight.device)
         grad_w[vocab_size:].zero_()
         gw = grad_w[:vocab_size]
-        # mixed accumulation (bf16 blocks, float32 head gradient): the blocks' gradients are kept in bufs[2]
-        # for a group of `group` positions, one product per group; otherwise one in-place addmm per block
-        group = grad_group_rows(chunk, N, vocab_size, hidden.device) if grad_w.dtype != cdtype else chunk
+        # Gradient blocks cast to the matmul dtype (bf16 under autocast) are kept in bufs[2] for a group of
+        # `group` positions and multiplied into the head's gradient once per group; blocks already in that
+        # dtype are their own group (group = chunk: one product per block, nothing kept).
+        cast = block_dtype(hidden, w) != cdtype
+        group = grad_group_rows(chunk, N, vocab_size, hidden.device) if cast else chunk
         bufs = block_buffers(hidden, w, min(chunk, N), vocab_size, cdtype, min(group, N))
-        h_r = torch.empty(min(group, N), hidden.shape[1], dtype=cdtype, device=hidden.device)  # diag(r) h
+        h_r = None if terms else torch.empty(min(group, N), hidden.shape[1], dtype=cdtype, device=hidden.device)
 
         def add_gradients(i: int, g: torch.Tensor, r: torch.Tensor | None) -> None:
             # grad z = diag(r) g: the row factor r (n,) goes on the small sides of the two matmuls,
@@ -311,22 +318,24 @@ class _FusedLinearLoss(torch.autograd.Function):
             # measured 3x slower than the plain cast on a CPU)
             m = g.shape[0]
             g0, k = i - i % group, i % group  # the group's first position, this block's offset in it
-            if g.dtype != cdtype:  # into its rows of the kept group: no page faults
+            if cast:  # into its rows of the kept group: no page faults
                 g = bufs[2][k:k + m].copy_(g)
             if grad_h.dtype == cdtype and r is None:
                 torch.mm(g, w_c, out=grad_h[i:i + m])  # (n, d), written in place
             else:
                 grad_h[i:i + m] = torch.mm(g, w_c)
-            h = h_c[i:i + m]
             if r is not None:
                 grad_h[i:i + m].mul_(r[:, None].to(grad_h.dtype))
-                h = h_r[k:k + m].copy_(hidden[i:i + m] * r[:, None])  # (n, d): diag(r) h
-            if grad_w.dtype == cdtype:  # (V, d) (+)= (V, n) @ (n, d), per block
-                torch.mm(g.t(), h, out=gw) if i == 0 else gw.addmm_(g.t(), h)
-            elif i + m == min(g0 + group, N):  # the group's last block: (V, d) (+)= (V, rows) @ (rows, d)
-                rows = i + m - g0
-                hs = h_r[:rows] if r is not None else h_c[g0:i + m]
-                product = torch.mm(bufs[2][:rows].t(), hs)
+                h_r[k:k + m].copy_(hidden[i:i + m] * r[:, None])  # (n, d): diag(r) h
+            if i + m < min(g0 + group, N):  # the group goes on: its product comes with its last block
+                return
+            # (V, d) (+)= (V, rows) @ (rows, d) over the group's rows
+            gs = bufs[2][:i + m - g0] if cast else g
+            hs = h_r[:i + m - g0] if r is not None else h_c[g0:i + m]
+            if grad_w.dtype == gs.dtype:
+                torch.mm(gs.t(), hs, out=gw) if g0 == 0 else gw.addmm_(gs.t(), hs)
+            else:  # e.g. float64 hidden states with a float32 head
+                product = torch.mm(gs.t(), hs)
                 gw.copy_(product) if g0 == 0 else gw.add_(product)
 
         ce, sums = sum_blocks(h_c, w_cap, targets, mask, softcap, terms, chunk, bufs, grad_w.dtype, 1.0 / n,
