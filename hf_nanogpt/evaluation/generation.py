@@ -14,11 +14,11 @@ script from the Hub; sacrebleu runs offline.
 
 from pathlib import Path
 
+from ..tasks.base import iter_jsonl
+
 
 def load_pairs(path) -> list[dict]:
     """Rows `{"prompt": str, "references": [str, ...]}` of a jsonl file; errors name the file and line."""
-    from ..tasks.base import iter_jsonl
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"generation data {path} does not exist")
